@@ -1,0 +1,1 @@
+//! Benchmark commands live in src/bin.

@@ -1,0 +1,47 @@
+//! `netlet agent`: the daemon.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use netstack::{Agent, Config, RunningAgent};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::AgentArgs;
+
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    crate::logging::init();
+    let config = args.config.load()?;
+    runtime()?.block_on(async {
+        let agent = start(config).await?;
+        let clean = agent.run_until(terminated()).await;
+        Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    })
+}
+
+/// The agent's runtime. Two workers: the agent mostly waits on the API and
+/// the kernel, and each worker thread costs memory on small nodes.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Builds the client and starts the agent with every module this build has.
+pub async fn start(config: Config) -> anyhow::Result<RunningAgent> {
+    let client = crate::kube_client::client(config.kubeconfig.as_deref()).await?;
+    let agent = Agent::new(config, client);
+    Ok(agent.start().await?)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn terminated() {
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler cannot fail");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,105 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config_load::ConfigFlags;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netlet",
+    version,
+    about = "The networking stack of a Kubernetes node: IPAM, CNI, Services, DNS, NetworkPolicy."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node agent (the daemon).
+    Agent(AgentArgs),
+    /// Show the running agent's state.
+    Status(StatusArgs),
+    /// Print version information.
+    Version,
+    /// Run a one-machine cluster for networking: API stand-in, agent, pods.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub config: ConfigFlags,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+    /// The agent's admin socket.
+    #[arg(long, env = "NETLET_ADMIN_SOCKET", default_value = "/run/netlet/admin.sock")]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    /// Keep running after the checks (Ctrl-C to stop) and print the kubeconfig path for kubectl.
+    #[arg(long)]
+    pub keep: bool,
+    /// Directory for the sandbox's files (kubeconfig, state, sockets); a fresh temporary one by default.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Example manifests to apply.
+    #[arg(long, default_value = "deploy/examples")]
+    pub examples: PathBuf,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Agent(args) => crate::agent_cmd::run(args),
+        Command::Status(args) => crate::status_cmd::run(args),
+        Command::Version => {
+            print_version();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sandbox(args) => crate::sandbox_cmd::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line that names the problem; the cause chain joined in.
+            eprintln!("netlet: {}", format_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn format_chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        // thiserror messages often repeat their source inline; skip echoes.
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+fn print_version() {
+    println!("netlet {}", env!("CARGO_PKG_VERSION"));
+    println!("kubernetes API {}", netstack::admin::KUBERNETES_API);
+    println!("CNI spec {}", crate::cni::SPEC_VERSION);
+}

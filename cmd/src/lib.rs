@@ -1,0 +1,11 @@
+//! The `netlet` command: CLI, config loading, wiring the agent's modules,
+//! and the CNI plugin entry point. Business logic lives in the other crates.
+
+pub mod agent_cmd;
+pub mod cli;
+pub mod cni;
+pub mod config_load;
+pub mod kube_client;
+pub mod logging;
+pub mod sandbox_cmd;
+pub mod status_cmd;

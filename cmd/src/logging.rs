@@ -1,0 +1,15 @@
+//! Log setup: `tracing` to stderr, filtered by `NETLET_LOG` (or `RUST_LOG`),
+//! `info` by default.
+
+use tracing_subscriber::EnvFilter;
+
+pub fn init() {
+    let filter = std::env::var("NETLET_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info,kube_client=warn,kube_runtime=warn".to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,145 @@
+//! The one shared watch cache of the Kubernetes API.
+//!
+//! One watcher per kind feeds one store per kind; modules read the stores
+//! through [`Cache`] and learn what changed from a [`Subscription`]. No module
+//! opens a watch of its own, so the API server sees six watches per node
+//! whatever the number of modules.
+
+mod kind;
+mod notify;
+mod trim;
+mod watch;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+pub use kind::{Cached, Kind};
+pub use notify::{Changes, ObjectKey, Subscription};
+pub use watch::CacheWatchers;
+
+pub(crate) struct Stores {
+    nodes: Store<Node>,
+    namespaces: Store<Namespace>,
+    pods: Store<Pod>,
+    services: Store<Service>,
+    endpoint_slices: Store<EndpointSlice>,
+    network_policies: Store<NetworkPolicy>,
+}
+
+/// Per-kind watch statistics, for status and metrics.
+#[derive(Default)]
+pub(crate) struct KindStats {
+    synced: AtomicBool,
+    events: AtomicU64,
+    relists: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A snapshot of one kind's watch, as status and metrics report it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KindReport {
+    pub kind: String,
+    pub objects: usize,
+    pub synced: bool,
+    pub events: u64,
+    /// Times the watch had to list again after its first list (410 Gone,
+    /// or a watch that could not resume).
+    pub relists: u64,
+    pub errors: u64,
+}
+
+pub(crate) struct Inner {
+    stores: Stores,
+    stats: [KindStats; Kind::ALL.len()],
+    hub: notify::Hub,
+    pod_node: String,
+}
+
+/// The read handle of the shared cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl Cache {
+    /// Every object of kind `K`.
+    pub fn list<K: Cached>(&self) -> Vec<Arc<K>> {
+        K::store(self).state()
+    }
+
+    /// One object by namespace (None for cluster-scoped kinds) and name.
+    pub fn get<K: Cached>(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
+        let mut r = ObjectRef::<K>::new(name);
+        if let Some(ns) = namespace {
+            r = r.within(ns);
+        }
+        K::store(self).get(&r)
+    }
+
+    pub fn len(&self, kind: Kind) -> usize {
+        let s = &self.inner.stores;
+        match kind {
+            Kind::Node => s.nodes.len(),
+            Kind::Namespace => s.namespaces.len(),
+            Kind::Pod => s.pods.len(),
+            Kind::Service => s.services.len(),
+            Kind::EndpointSlice => s.endpoint_slices.len(),
+            Kind::NetworkPolicy => s.network_policies.len(),
+        }
+    }
+
+    /// The node whose Pods this cache holds (Pods are watched with
+    /// `spec.nodeName=<node>`).
+    pub fn node_name(&self) -> &str {
+        &self.inner.pod_node
+    }
+
+    /// Subscribes to changes of `kinds`. The first [`Subscription::changed`]
+    /// reports every subscribed kind as resynced.
+    pub fn subscribe(&self, kinds: &[Kind]) -> Subscription {
+        self.inner.hub.subscribe(kinds)
+    }
+
+    /// Whether the initial list of every kind has arrived.
+    pub fn is_synced(&self) -> bool {
+        self.inner.stats.iter().all(|s| s.synced.load(Ordering::Acquire))
+    }
+
+    /// Waits until [`Cache::is_synced`].
+    pub async fn wait_synced(&self) {
+        let s = &self.inner.stores;
+        // The stores become ready on their first complete list; an error
+        // here means the watchers were dropped, and then readiness never
+        // comes, which is what waiting forever reports.
+        let _ = tokio::join!(
+            s.nodes.wait_until_ready(),
+            s.namespaces.wait_until_ready(),
+            s.pods.wait_until_ready(),
+            s.services.wait_until_ready(),
+            s.endpoint_slices.wait_until_ready(),
+            s.network_policies.wait_until_ready(),
+        );
+    }
+
+    pub fn report(&self) -> Vec<KindReport> {
+        Kind::ALL
+            .iter()
+            .map(|&kind| {
+                let st = &self.inner.stats[kind.index()];
+                KindReport {
+                    kind: kind.to_string(),
+                    objects: self.len(kind),
+                    synced: st.synced.load(Ordering::Acquire),
+                    events: st.events.load(Ordering::Relaxed),
+                    relists: st.relists.load(Ordering::Relaxed),
+                    errors: st.errors.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,424 @@
+//! The agent's validated configuration. `cmd/` reads it from YAML, `NETLET_*`
+//! environment variables and flags; this module owns the shape, the defaults
+//! and the checks, so every way of building a config is validated the same.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use dualstack::{DualStackCidrs, IpFamily};
+use serde::{Deserialize, Serialize};
+
+/// Where the agent keeps its local store.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/netlet";
+/// Where the agent puts its unix sockets.
+pub const DEFAULT_RUN_DIR: &str = "/run/netlet";
+
+/// The configuration as written by a user: every field optional, strings as
+/// typed. [`RawConfig::validate`] turns it into a [`Config`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawConfig {
+    pub node_name: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub run_dir: Option<PathBuf>,
+    /// Pod CIDRs of the cluster, one per family: `10.42.0.0/16,fd00:42::/56`.
+    #[serde(rename = "clusterCIDR")]
+    pub cluster_cidr: Option<String>,
+    /// Service CIDRs of the cluster, one per family.
+    #[serde(rename = "serviceCIDR")]
+    pub service_cidr: Option<String>,
+    pub cluster_domain: Option<String>,
+    /// Cluster DNS Service IPs, as kubelet's `clusterDNS`.
+    #[serde(rename = "clusterDNS")]
+    pub cluster_dns: Option<Vec<String>>,
+    #[serde(rename = "nodeCIDRMaskSizeIPv4")]
+    pub node_cidr_mask_size_ipv4: Option<u8>,
+    #[serde(rename = "nodeCIDRMaskSizeIPv6")]
+    pub node_cidr_mask_size_ipv6: Option<u8>,
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub admin: RawAdminConfig,
+    pub shutdown_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawAdminConfig {
+    /// Unix socket path; default `<runDir>/admin.sock`.
+    pub socket: Option<PathBuf>,
+    /// Optional TCP address, e.g. `127.0.0.1:9963`.
+    pub listen: Option<String>,
+    /// File holding the bearer token required on a non-loopback `listen`.
+    pub token_file: Option<PathBuf>,
+}
+
+/// A configuration that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    pub node_name: String,
+    pub kubeconfig: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    #[serde(serialize_with = "display")]
+    pub cluster_cidr: DualStackCidrs,
+    #[serde(serialize_with = "display")]
+    pub service_cidr: DualStackCidrs,
+    pub cluster_domain: String,
+    pub cluster_dns: Vec<IpAddr>,
+    pub node_cidr_mask_size_ipv4: u8,
+    pub node_cidr_mask_size_ipv6: u8,
+    pub mtu: u32,
+    pub admin: AdminConfig,
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminConfig {
+    pub socket: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Path of the unix socket the CNI plugin process talks to.
+    pub fn cni_socket(&self) -> PathBuf {
+        self.run_dir.join("cni.sock")
+    }
+
+    /// The families this node serves pods in.
+    pub fn pod_families(&self) -> Vec<IpFamily> {
+        self.cluster_cidr.families()
+    }
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// A configuration error: which field, which value, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {field} {value:?}: {problem}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub value: String,
+    pub problem: String,
+}
+
+fn bad(field: &'static str, value: impl ToString, problem: impl ToString) -> ConfigError {
+    ConfigError {
+        field,
+        value: value.to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+const MIN_MTU: u32 = 1280; // the IPv6 minimum; anything lower breaks IPv6 pods
+const MAX_MTU: u32 = 65535;
+
+impl RawConfig {
+    /// Layers `over` on top of `self`: every field `over` sets wins.
+    pub fn merge(self, over: RawConfig) -> RawConfig {
+        RawConfig {
+            node_name: over.node_name.or(self.node_name),
+            kubeconfig: over.kubeconfig.or(self.kubeconfig),
+            state_dir: over.state_dir.or(self.state_dir),
+            run_dir: over.run_dir.or(self.run_dir),
+            cluster_cidr: over.cluster_cidr.or(self.cluster_cidr),
+            service_cidr: over.service_cidr.or(self.service_cidr),
+            cluster_domain: over.cluster_domain.or(self.cluster_domain),
+            cluster_dns: over.cluster_dns.or(self.cluster_dns),
+            node_cidr_mask_size_ipv4: over.node_cidr_mask_size_ipv4.or(self.node_cidr_mask_size_ipv4),
+            node_cidr_mask_size_ipv6: over.node_cidr_mask_size_ipv6.or(self.node_cidr_mask_size_ipv6),
+            mtu: over.mtu.or(self.mtu),
+            admin: RawAdminConfig {
+                socket: over.admin.socket.or(self.admin.socket),
+                listen: over.admin.listen.or(self.admin.listen),
+                token_file: over.admin.token_file.or(self.admin.token_file),
+            },
+            shutdown_grace_seconds: over.shutdown_grace_seconds.or(self.shutdown_grace_seconds),
+        }
+    }
+
+    /// Applies defaults and checks every field. `default_node_name` is used
+    /// when no node name was given (the caller passes the hostname).
+    pub fn validate(self, default_node_name: &str) -> Result<Config, ConfigError> {
+        let node_name = self.node_name.unwrap_or_else(|| default_node_name.to_string());
+        validate_node_name(&node_name)?;
+
+        let cluster_cidr = parse_cidrs("clusterCIDR", self.cluster_cidr.as_deref(), "10.42.0.0/16,fd00:42::/56")?;
+        // By default the Service range follows the pod range's families.
+        let default_services = cluster_cidr
+            .families()
+            .iter()
+            .map(|f| match f {
+                IpFamily::V4 => "10.43.0.0/16",
+                IpFamily::V6 => "fd00:43::/112",
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let service_cidr = parse_cidrs("serviceCIDR", self.service_cidr.as_deref(), &default_services)?;
+        if let Some((a, b)) = cluster_cidr.overlap_with(&service_cidr) {
+            return Err(bad(
+                "serviceCIDR",
+                &service_cidr,
+                format!("{b} overlaps clusterCIDR {a}; pod and Service ranges must be disjoint"),
+            ));
+        }
+        if sorted(cluster_cidr.families()) != sorted(service_cidr.families()) {
+            return Err(bad(
+                "serviceCIDR",
+                &service_cidr,
+                format!(
+                    "its families do not match clusterCIDR {cluster_cidr}; a cluster serves the same families for pods and Services"
+                ),
+            ));
+        }
+
+        let v4_mask = self.node_cidr_mask_size_ipv4.unwrap_or(24);
+        let v6_mask = self.node_cidr_mask_size_ipv6.unwrap_or(64);
+        check_mask("nodeCIDRMaskSizeIPv4", v4_mask, IpFamily::V4, &cluster_cidr)?;
+        check_mask("nodeCIDRMaskSizeIPv6", v6_mask, IpFamily::V6, &cluster_cidr)?;
+
+        let cluster_domain = self.cluster_domain.unwrap_or_else(|| "cluster.local".to_string());
+        validate_domain(&cluster_domain)?;
+
+        let cluster_dns = match self.cluster_dns {
+            Some(list) => list
+                .iter()
+                .map(|s| parse_dns_ip(s, &service_cidr))
+                .collect::<Result<Vec<_>, _>>()?,
+            // The tenth address of each Service CIDR, as k3s does.
+            None => service_cidr.iter().filter_map(|c| nth_address(c, 10)).collect(),
+        };
+
+        let mtu = self.mtu.unwrap_or(1500);
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(bad("mtu", mtu, format!("must be between {MIN_MTU} and {MAX_MTU}")));
+        }
+
+        let run_dir = self.run_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
+        let listen = self
+            .admin
+            .listen
+            .map(|l| {
+                l.parse::<SocketAddr>()
+                    .map_err(|_| bad("admin.listen", &l, "not an address:port such as 127.0.0.1:9963"))
+            })
+            .transpose()?;
+        if let Some(addr) = listen {
+            if !addr.ip().is_loopback() && self.admin.token_file.is_none() {
+                return Err(bad(
+                    "admin.listen",
+                    addr,
+                    "a non-loopback admin address needs admin.tokenFile (bearer token) so the API is not open to the network",
+                ));
+            }
+        }
+        Ok(Config {
+            node_name,
+            kubeconfig: self.kubeconfig,
+            state_dir: self.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            admin: AdminConfig {
+                socket: self.admin.socket.unwrap_or_else(|| run_dir.join("admin.sock")),
+                listen,
+                token_file: self.admin.token_file,
+            },
+            run_dir,
+            cluster_cidr,
+            service_cidr,
+            cluster_domain,
+            cluster_dns,
+            node_cidr_mask_size_ipv4: v4_mask,
+            node_cidr_mask_size_ipv6: v6_mask,
+            mtu,
+            shutdown_grace_seconds: self.shutdown_grace_seconds.unwrap_or(10),
+        })
+    }
+}
+
+fn sorted(mut v: Vec<IpFamily>) -> Vec<IpFamily> {
+    v.sort();
+    v
+}
+
+fn parse_cidrs(field: &'static str, value: Option<&str>, default: &str) -> Result<DualStackCidrs, ConfigError> {
+    let value = value.unwrap_or(default);
+    value.parse().map_err(|e: dualstack::CidrError| bad(field, value, e))
+}
+
+fn check_mask(field: &'static str, mask: u8, family: IpFamily, cidrs: &DualStackCidrs) -> Result<(), ConfigError> {
+    if mask > family.bits() {
+        return Err(bad(
+            field,
+            mask,
+            format!("an {family} mask is at most /{}", family.bits()),
+        ));
+    }
+    if let Some(cidr) = cidrs.get(family) {
+        if mask < cidr.prefix_len() {
+            return Err(bad(
+                field,
+                mask,
+                format!(
+                    "a /{mask} node block is larger than clusterCIDR {cidr}; use /{} or longer",
+                    cidr.prefix_len()
+                ),
+            ));
+        }
+        // A node block must hold at least one pod besides the gateway and
+        // (IPv4) network/broadcast addresses.
+        let spare = family.bits() - mask;
+        if spare < 2 {
+            return Err(bad(field, mask, "a node block this small holds no pod addresses"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_dns_ip(value: &str, service_cidr: &DualStackCidrs) -> Result<IpAddr, ConfigError> {
+    let ip: IpAddr = value
+        .trim()
+        .parse()
+        .map_err(|_| bad("clusterDNS", value, "not an IP address"))?;
+    if !service_cidr.contains(&ip) {
+        return Err(bad(
+            "clusterDNS",
+            value,
+            format!("not inside serviceCIDR {service_cidr}; the cluster DNS address is a ClusterIP"),
+        ));
+    }
+    Ok(ip)
+}
+
+fn nth_address(cidr: &dualstack::Cidr, n: u128) -> Option<IpAddr> {
+    match cidr.network() {
+        IpAddr::V4(a) => u32::from(a).checked_add(n as u32).map(|x| IpAddr::V4(x.into())),
+        IpAddr::V6(a) => u128::from(a).checked_add(n).map(|x| IpAddr::V6(x.into())),
+    }
+    .filter(|ip| cidr.contains(ip))
+}
+
+/// Node names are DNS subdomains (RFC 1123), as the API server requires.
+fn validate_node_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 253 || !is_dns_subdomain(name) {
+        return Err(bad(
+            "nodeName",
+            name,
+            "must be a lowercase RFC 1123 subdomain (a-z, 0-9, '-', '.'), as Kubernetes node names are",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_domain(domain: &str) -> Result<(), ConfigError> {
+    let d = domain.trim_end_matches('.');
+    if d.is_empty() || !is_dns_subdomain(d) {
+        return Err(bad(
+            "clusterDomain",
+            domain,
+            "must be a DNS domain such as cluster.local",
+        ));
+    }
+    Ok(())
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // JSON is a YAML subset and exercises the same serde names as the YAML
+    // files `cmd/` reads.
+    fn raw(json: &str) -> RawConfig {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_dual_stack_k3s_like() {
+        let c = RawConfig::default().validate("node-a").unwrap();
+        assert_eq!(c.node_name, "node-a");
+        assert_eq!(c.cluster_cidr.to_string(), "10.42.0.0/16,fd00:42::/56");
+        assert_eq!(c.service_cidr.to_string(), "10.43.0.0/16,fd00:43::/112");
+        assert_eq!(
+            c.cluster_dns,
+            vec!["10.43.0.10".parse::<IpAddr>().unwrap(), "fd00:43::a".parse().unwrap()]
+        );
+        assert_eq!(c.admin.socket, PathBuf::from("/run/netlet/admin.sock"));
+        assert_eq!(c.cluster_domain, "cluster.local");
+    }
+
+    #[test]
+    fn single_stack_ipv6_works() {
+        let c = raw(r#"{"clusterCIDR":"fd00:1::/48","serviceCIDR":"fd00:2::/112"}"#)
+            .validate("n")
+            .unwrap();
+        assert_eq!(c.pod_families(), vec![IpFamily::V6]);
+        assert_eq!(c.cluster_dns, vec!["fd00:2::a".parse::<IpAddr>().unwrap()]);
+        let c = raw(r#"{"clusterCIDR":"10.1.0.0/16"}"#).validate("n").unwrap();
+        assert_eq!(
+            c.service_cidr.to_string(),
+            "10.43.0.0/16",
+            "Service range follows the pod families"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        let cases = [
+            (
+                r#"{"clusterCIDR":"10.42.0.0/16","serviceCIDR":"10.42.128.0/20"}"#,
+                r#"invalid config: serviceCIDR "10.42.128.0/20": 10.42.128.0/20 overlaps clusterCIDR 10.42.0.0/16; pod and Service ranges must be disjoint"#,
+            ),
+            (
+                r#"{"clusterCIDR":"10.42.0.0/16","nodeCIDRMaskSizeIPv4":12}"#,
+                r#"invalid config: nodeCIDRMaskSizeIPv4 "12": a /12 node block is larger than clusterCIDR 10.42.0.0/16; use /16 or longer"#,
+            ),
+            (
+                r#"{"clusterCIDR":"10.42.0.0/16","serviceCIDR":"fd00:43::/112"}"#,
+                "its families do not match clusterCIDR 10.42.0.0/16",
+            ),
+            (r#"{"clusterCIDR":"10.42.0.0/16,10.50.0.0/16"}"#, "two IPv4 CIDRs"),
+            (r#"{"clusterDNS":["10.99.0.10"]}"#, "not inside serviceCIDR"),
+            (r#"{"clusterDNS":["ten"]}"#, "not an IP address"),
+            (r#"{"mtu":500}"#, "must be between 1280 and 65535"),
+            (r#"{"nodeName":"Node_A"}"#, "RFC 1123"),
+            (r#"{"nodeCIDRMaskSizeIPv6":129}"#, "at most /128"),
+            (r#"{"admin":{"listen":"0.0.0.0:9963"}}"#, "tokenFile"),
+            (r#"{"admin":{"listen":"nonsense"}}"#, "not an address:port"),
+        ];
+        for (input, want) in cases {
+            let err = raw(input).validate("n").unwrap_err().to_string();
+            assert!(err.contains(want), "{input}: got {err}");
+        }
+    }
+
+    #[test]
+    fn later_layers_win() {
+        let file = raw(r#"{"nodeName":"from-file","mtu":1400,"admin":{"socket":"/a"}}"#);
+        let env = raw(r#"{"mtu":1450}"#);
+        let flags = raw(r#"{"nodeName":"from-flag"}"#);
+        let c = file.merge(env).merge(flags).validate("host").unwrap();
+        assert_eq!((c.node_name.as_str(), c.mtu), ("from-flag", 1450));
+        assert_eq!(c.admin.socket, PathBuf::from("/a"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<RawConfig>(r#"{"clusterCidr":"10.0.0.0/8"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `clusterCidr`"), "{err}");
+    }
+}

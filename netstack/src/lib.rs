@@ -1,0 +1,15 @@
+//! The netlet agent runtime: the shared watch cache, the local store, the
+//! admin API and the module runtime. Modules (IPAM, Services, DNS, policy)
+//! plug in through [`module::Module`] and read the cache; they never watch
+//! the API themselves.
+
+pub mod admin;
+pub mod agent;
+pub mod cache;
+pub mod config;
+pub mod metrics;
+pub mod module;
+pub mod store;
+
+pub use agent::{Agent, AgentError, RunningAgent};
+pub use config::{Config, ConfigError, RawConfig};

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the system packages netlet's build, sandbox and tests need, on
+# Debian bookworm, as root. Idempotent and quiet when everything is there.
+set -euo pipefail
+
+# command-or-file : Debian package
+needs=(
+  "ip:iproute2"
+  "clang:clang"
+  "llc:llvm"
+  "pgrep:procps"
+  "dig:dnsutils"
+  "socat:socat"
+  "ping:iputils-ping"
+)
+# kubectl: any kubectl will do (some images ship one outside Debian's).
+command -v kubectl >/dev/null 2>&1 || needs+=("kubectl:kubernetes-client")
+
+missing=()
+for pair in "${needs[@]}"; do
+  cmd=${pair%%:*} pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo (the Rust toolchain) is missing; install it with rustup first" >&2
+  exit 1
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages ${missing[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
