@@ -101,5 +101,5 @@ fn format_chain(e: &anyhow::Error) -> String {
 fn print_version() {
     println!("netlet {}", env!("CARGO_PKG_VERSION"));
     println!("kubernetes API {}", netstack::admin::KUBERNETES_API);
-    println!("CNI spec {}", crate::cni::SPEC_VERSION);
+    println!("CNI spec {}", netstack::cni::spec::SPEC_VERSION);
 }

@@ -6,72 +6,38 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use serde::Serialize;
+use netstack::cni::spec::{code, Command, CniError, SPEC_VERSION, SUPPORTED_VERSIONS};
 
-/// The CNI specification version this plugin speaks.
-pub const SPEC_VERSION: &str = "1.1.0";
-/// Config versions the plugin accepts.
-pub const SUPPORTED_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
-
-/// CNI well-known error codes (spec section "Error").
-pub mod codes {
-    pub const INVALID_ENV: u32 = 4;
-    /// Plugin-specific codes start at 100.
-    pub const NOT_IMPLEMENTED: u32 = 100;
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct CniError {
-    pub cni_version: String,
-    pub code: u32,
-    pub msg: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub details: String,
-}
+/// Plugin-specific code for a verb this build does not implement yet.
+const NOT_IMPLEMENTED: u32 = 199;
 
 /// What the plugin prints for `command`, and whether it succeeded.
-pub fn answer(command: &str) -> (String, bool) {
-    match command {
-        "VERSION" => {
-            let v = serde_json::json!({ "cniVersion": SPEC_VERSION, "supportedVersions": SUPPORTED_VERSIONS });
-            (v.to_string(), true)
+pub fn answer(command: &str) -> Result<String, CniError> {
+    match Command::parse(command) {
+        Some(Command::Version) => {
+            Ok(serde_json::json!({ "cniVersion": SPEC_VERSION, "supportedVersions": SUPPORTED_VERSIONS }).to_string())
         }
-        "ADD" | "DEL" | "CHECK" | "GC" | "STATUS" => (
-            error(
-                codes::NOT_IMPLEMENTED,
-                format!("netlet: CNI {command} is not implemented in this build yet"),
-                "this netlet build has the agent runtime but not yet IPAM and pod wiring".into(),
-            ),
-            false,
-        ),
-        other => (
-            error(
-                codes::INVALID_ENV,
-                format!("unknown CNI_COMMAND {other:?}"),
-                "CNI_COMMAND must be one of ADD, DEL, CHECK, VERSION, GC, STATUS".into(),
-            ),
-            false,
-        ),
+        Some(other) => Err(CniError::new(
+            NOT_IMPLEMENTED,
+            format!("netlet: CNI {} is not implemented in this build yet", other.as_str()),
+            "this netlet build has the agent runtime but not yet IPAM and pod wiring",
+        )),
+        None => Err(CniError::new(
+            code::INVALID_ENV,
+            format!("CNI_COMMAND {command:?} is invalid"),
+            "CNI_COMMAND must be one of ADD, DEL, CHECK, VERSION, GC, STATUS",
+        )),
     }
-}
-
-fn error(code: u32, msg: String, details: String) -> String {
-    serde_json::to_string(&CniError {
-        cni_version: SPEC_VERSION.into(),
-        code,
-        msg,
-        details,
-    })
-    .expect("plain struct serializes")
 }
 
 pub fn plugin_main() -> ExitCode {
     let command = std::env::var("CNI_COMMAND").unwrap_or_default();
-    let (out, ok) = answer(&command);
-    // The runtime reads the result (or error) from stdout.
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "{out}");
+    let (out, ok) = match answer(&command) {
+        Ok(out) => (out, true),
+        Err(e) => (serde_json::to_string(&e).expect("plain struct serializes"), false),
+    };
+    // The runtime reads the result, or the error, from stdout.
+    let _ = writeln!(std::io::stdout(), "{out}");
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -85,19 +51,15 @@ mod tests {
 
     #[test]
     fn version_lists_supported_versions() {
-        let (out, ok) = answer("VERSION");
-        assert!(ok);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&answer("VERSION").unwrap()).unwrap();
         assert_eq!(v["cniVersion"], "1.1.0");
         assert_eq!(v["supportedVersions"], serde_json::json!(["0.4.0", "1.0.0", "1.1.0"]));
     }
 
     #[test]
     fn unknown_command_is_code_4() {
-        let (out, ok) = answer("FROB");
-        assert!(!ok);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["code"], 4);
-        assert!(v["msg"].as_str().unwrap().contains("FROB"));
+        let e = answer("FROB").unwrap_err();
+        assert_eq!(e.code, 4);
+        assert!(e.msg.contains("FROB"));
     }
 }

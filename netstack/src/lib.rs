@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod agent;
 pub mod cache;
+pub mod cni;
 pub mod config;
 pub mod metrics;
 pub mod module;
