@@ -8,6 +8,7 @@
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -40,6 +41,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the store in {0} is in use by another netlet agent; stop it first")]
+    Locked(PathBuf),
     #[error(
         "the store in {path} has schema version {found}, but this netlet understands at most {supported}; \
          it was written by a newer netlet: run that version, or move the directory away to start afresh"
@@ -68,6 +71,8 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     path: PathBuf,
+    /// Held while any clone lives: one agent per state directory.
+    _lock: Arc<std::fs::File>,
 }
 
 impl Store {
@@ -82,6 +87,7 @@ impl Store {
         // sled reports an unwritable directory only on its first write, late
         // and vaguely; probe it up front so the error names the problem.
         probe_writable(dir).map_err(open_err)?;
+        let lock = lock_dir(dir)?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             .mode(sled::Mode::HighThroughput)
@@ -92,6 +98,7 @@ impl Store {
         let store = Store {
             db,
             path: dir.to_path_buf(),
+            _lock: Arc::new(lock),
         };
         store.check_schema()?;
         Ok(store)
@@ -285,6 +292,35 @@ fn sled_io(e: sled::Error) -> std::io::Error {
     }
 }
 
+/// Takes an exclusive lock on `<dir>/lock`. Our own lock, taken before
+/// sled's, so that a second agent gets a typed "in use" error rather than
+/// sled's stringly one.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(|source| StoreError::Open {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            StoreError::Locked(dir.to_path_buf())
+        } else {
+            StoreError::Open {
+                path: dir.to_path_buf(),
+                source: err,
+            }
+        });
+    }
+    Ok(file)
+}
+
 fn probe_writable(dir: &Path) -> std::io::Result<()> {
     let probe = dir.join(".netlet-write-probe");
     std::fs::write(&probe, b"")?;
@@ -332,6 +368,14 @@ mod tests {
         assert!(t.compare_and_swap("k", Some(&a), &b).unwrap());
         assert_eq!(t.remove("k").unwrap(), Some(b));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_store_in_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).err().expect("second open must fail");
+        assert!(matches!(err, StoreError::Locked(_)), "{err}");
     }
 
     #[test]

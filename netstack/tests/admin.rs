@@ -52,9 +52,17 @@ async fn socket_is_private_and_status_reports_every_kind() {
     );
     assert_eq!(status["store"]["schemaVersion"], 1);
 
-    // A second agent must not push the live one off its socket.
+    // A second agent must not share the store, nor push the live one off
+    // its socket.
     let second = Agent::new(bed.config("node-a"), bed.client.clone()).start().await;
     match second {
+        Err(AgentError::Store(e)) => assert!(e.to_string().contains("in use by another netlet agent"), "{e}"),
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("a second agent opened the store"),
+    }
+    let mut other_store = bed.config("node-a");
+    other_store.state_dir = bed.dir.path().join("state2");
+    match Agent::new(other_store, bed.client.clone()).start().await {
         Err(AgentError::Admin(e)) => assert!(e.to_string().contains("already serving"), "{e}"),
         Err(other) => panic!("unexpected error: {other}"),
         Ok(_) => panic!("a second agent took the socket"),

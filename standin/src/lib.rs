@@ -1,1 +1,161 @@
-//! placeholder
+//! A Kubernetes API stand-in for `netlet sandbox` and tests: list, watch,
+//! create, update, patch and delete of the kinds netlet watches, discovery,
+//! and Table output for kubectl, over plain HTTP on loopback.
+//!
+//! It is never the production path: the agent talks to it exactly as to a
+//! real API server. Deviations from a real server: no authentication or
+//! admission, no defaulting (Service ClusterIPs are not allocated), status
+//! given at create is kept, deletion is immediate (no graceful period),
+//! `limit` is ignored (a list is one page), and strategic merge patch is
+//! applied as a JSON merge patch.
+
+mod discovery;
+mod http;
+mod objects;
+mod patch;
+mod registry;
+mod selector;
+mod status;
+mod store;
+mod table;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use registry::{Resource, RESOURCES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the API stand-in cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where to listen; port 0 picks a free one.
+    pub addr: SocketAddr,
+    /// Watch history kept for resuming watches.
+    pub history: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            history: 10_000,
+        }
+    }
+}
+
+/// A running stand-in. Stops when dropped.
+pub struct ApiServer {
+    addr: SocketAddr,
+    store: store::Shared,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+impl ApiServer {
+    pub async fn start(opts: Options) -> Result<ApiServer, Error> {
+        let listener = TcpListener::bind(opts.addr).await.map_err(|source| Error::Bind {
+            addr: opts.addr,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: opts.addr,
+            source,
+        })?;
+        let store = Arc::new(Mutex::new(store::State::new(opts.history)));
+        {
+            let mut st = store.lock().expect("store lock");
+            let ns = registry::find("", "v1", "namespaces").expect("namespaces are served");
+            for name in SYSTEM_NAMESPACES {
+                objects::create(&mut st, ns, "", serde_json::json!({"metadata": {"name": name}}))
+                    .expect("a fresh store has no namespaces");
+            }
+        }
+        let app = axum::Router::new().fallback(http::handle).with_state(http::AppState {
+            store: store.clone(),
+            server: addr.to_string(),
+        });
+        let stop = CancellationToken::new();
+        let shutdown = stop.clone();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "API stand-in stopped");
+            }
+        });
+        tracing::debug!(%addr, "API stand-in listening");
+        Ok(ApiServer {
+            addr,
+            store,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {}\n\
+             users:\n- name: standin\n  user: {{}}\ncontexts:\n- name: standin\n  context:\n    cluster: standin\n    user: standin\n\
+             current-context: standin\n",
+            self.url()
+        )
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml())
+    }
+
+    /// Simulates etcd compaction: closes every open watch and forgets the
+    /// history, so a watcher resuming from its last resourceVersion gets
+    /// 410 Gone and must list again.
+    pub fn expire_watches(&self) {
+        self.store.lock().expect("store lock").compact();
+    }
+
+    /// LIST requests (not watches) served for a resource plural.
+    pub fn list_requests(&self, plural: &str) -> u64 {
+        self.store
+            .lock()
+            .expect("store lock")
+            .lists
+            .get(plural)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        // Open watches end with the store's watch token.
+        self.store.lock().expect("store lock").watches.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Ok(st) = self.store.lock() {
+            st.watches.cancel();
+        }
+    }
+}

@@ -128,7 +128,10 @@ pub fn check_version(version: &str, command: Command) -> Result<(), CniError> {
         let (a, b, c) = command.since();
         return Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
-            format!("{} needs cniVersion {a}.{b}.{c} or later; the config says {version}", command.as_str()),
+            format!(
+                "{} needs cniVersion {a}.{b}.{c} or later; the config says {version}",
+                command.as_str()
+            ),
             "",
         ));
     }
@@ -138,7 +141,9 @@ pub fn check_version(version: &str, command: Command) -> Result<(), CniError> {
 /// Container IDs: alphanumerics first, then alphanumerics, `_`, `.`, `-`.
 pub fn check_container_id(id: &str) -> Result<(), CniError> {
     let ok = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if ok {
         Ok(())
     } else {
@@ -165,7 +170,11 @@ pub fn check_ifname(name: &str) -> Result<(), CniError> {
     };
     match problem {
         None => Ok(()),
-        Some(p) => Err(CniError::new(code::INVALID_ENV, format!("CNI_IFNAME {name:?} is invalid: {p}"), "")),
+        Some(p) => Err(CniError::new(
+            code::INVALID_ENV,
+            format!("CNI_IFNAME {name:?} is invalid: {p}"),
+            "",
+        )),
     }
 }
 
@@ -176,7 +185,13 @@ pub fn parse_cni_args(args: &str) -> Result<Vec<(String, String)>, CniError> {
         .map(|pair| {
             pair.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| CniError::new(code::INVALID_ENV, format!("CNI_ARGS pair {pair:?} is not KEY=VALUE"), ""))
+                .ok_or_else(|| {
+                    CniError::new(
+                        code::INVALID_ENV,
+                        format!("CNI_ARGS pair {pair:?} is not KEY=VALUE"),
+                        "",
+                    )
+                })
         })
         .collect()
 }
@@ -298,7 +313,12 @@ mod tests {
     fn sample() -> AddResult {
         AddResult {
             interfaces: vec![
-                Interface { name: "nl1234".into(), mac: "aa:bb:cc:dd:ee:01".into(), mtu: Some(1500), sandbox: None },
+                Interface {
+                    name: "nl1234".into(),
+                    mac: "aa:bb:cc:dd:ee:01".into(),
+                    mtu: Some(1500),
+                    sandbox: None,
+                },
                 Interface {
                     name: "eth0".into(),
                     mac: "aa:bb:cc:dd:ee:02".into(),
@@ -307,11 +327,25 @@ mod tests {
                 },
             ],
             ips: vec![
-                IpConfig { address: "10.42.0.5/32".into(), gateway: Some("169.254.1.1".parse().unwrap()), interface: 1 },
-                IpConfig { address: "fd00:42::5/128".into(), gateway: Some("fe80::1".parse().unwrap()), interface: 1 },
+                IpConfig {
+                    address: "10.42.0.5/32".into(),
+                    gateway: Some("169.254.1.1".parse().unwrap()),
+                    interface: 1,
+                },
+                IpConfig {
+                    address: "fd00:42::5/128".into(),
+                    gateway: Some("fe80::1".parse().unwrap()),
+                    interface: 1,
+                },
             ],
-            routes: vec![Route { dst: "0.0.0.0/0".into(), gw: Some("169.254.1.1".parse().unwrap()) }],
-            dns: Dns { nameservers: vec!["10.43.0.10".into()], ..Default::default() },
+            routes: vec![Route {
+                dst: "0.0.0.0/0".into(),
+                gw: Some("169.254.1.1".parse().unwrap()),
+            }],
+            dns: Dns {
+                nameservers: vec!["10.43.0.10".into()],
+                ..Default::default()
+            },
         }
     }
 
@@ -319,7 +353,10 @@ mod tests {
     fn results_take_the_shape_of_the_version() {
         let v1 = sample().to_json("1.1.0");
         assert_eq!(v1["cniVersion"], "1.1.0");
-        assert_eq!(v1["ips"][0], json!({"address":"10.42.0.5/32","gateway":"169.254.1.1","interface":1}));
+        assert_eq!(
+            v1["ips"][0],
+            json!({"address":"10.42.0.5/32","gateway":"169.254.1.1","interface":1})
+        );
         assert_eq!(v1["interfaces"][1]["sandbox"], "/run/netns/p");
         assert_eq!(v1["interfaces"][1]["mtu"], 1500);
         assert!(v1["interfaces"][0].get("sandbox").is_none());
@@ -335,7 +372,10 @@ mod tests {
         let e = check_version("1.0.0", Command::Status).unwrap_err();
         assert_eq!(e.code, code::INCOMPATIBLE_VERSION);
         assert!(e.msg.contains("STATUS needs cniVersion 1.1.0"), "{}", e.msg);
-        assert_eq!(check_version("0.3.1", Command::Add).unwrap_err().code, code::INCOMPATIBLE_VERSION);
+        assert_eq!(
+            check_version("0.3.1", Command::Add).unwrap_err().code,
+            code::INCOMPATIBLE_VERSION
+        );
         assert!(check_version("0.4.0", Command::Check).is_ok());
         assert_eq!(parse_version("1.10.2"), Some((1, 10, 2)));
         assert_eq!(parse_version("1.0"), None);
@@ -356,7 +396,10 @@ mod tests {
         }
         assert_eq!(
             parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=web").unwrap(),
-            vec![("IgnoreUnknown".into(), "1".into()), ("K8S_POD_NAME".into(), "web".into())]
+            vec![
+                ("IgnoreUnknown".into(), "1".into()),
+                ("K8S_POD_NAME".into(), "web".into())
+            ]
         );
         assert!(parse_cni_args("novalue").is_err());
     }
