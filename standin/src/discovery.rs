@@ -74,3 +74,54 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
+
+fn group_version_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// `GET /openapi/v3`: where each group version's document is.
+pub fn openapi_root() -> Value {
+    let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
+    gvs.extend(groups());
+    let paths: serde_json::Map<String, Value> = gvs
+        .into_iter()
+        .map(|(g, v)| {
+            let p = group_version_path(g, v);
+            let url = format!("/openapi/v3/{p}");
+            (p, json!({"serverRelativeURL": url}))
+        })
+        .collect();
+    json!({"paths": paths})
+}
+
+/// `GET /openapi/v3/<group version>`: only what kubectl reads, namely that
+/// PATCH of each kind takes the `fieldValidation` query parameter. Seeing
+/// it, kubectl leaves validation to the server (which the stand-in does
+/// not do) instead of downloading full schemas to validate locally.
+pub fn openapi_group_version(path: &str) -> Option<Value> {
+    let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
+    gvs.extend(groups());
+    let (group, version) = gvs.into_iter().find(|(g, v)| group_version_path(g, v) == path)?;
+    let paths: serde_json::Map<String, Value> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .map(|r| {
+            let item = if r.namespaced {
+                format!("/{path}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+            } else {
+                format!("/{path}/{}/{{name}}", r.plural)
+            };
+            let patch = json!({
+                "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+                "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "OK"}},
+            });
+            (item, json!({"patch": patch}))
+        })
+        .collect();
+    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes API stand-in", "version": version}, "paths": paths}))
+}

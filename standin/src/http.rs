@@ -70,6 +70,10 @@ pub async fn handle(
         ["api", "v1"] => crate::discovery::resource_list("", "v1").map(|d| Json(d).into_response()),
         ["apis", g] => crate::discovery::group(g).map(|d| Json(d).into_response()),
         ["apis", g, v] => crate::discovery::resource_list(g, v).map(|d| Json(d).into_response()),
+        ["openapi", "v3"] => Some(Json(crate::discovery::openapi_root()).into_response()),
+        ["openapi", "v3", rest @ ..] => {
+            crate::discovery::openapi_group_version(&rest.join("/")).map(|d| Json(d).into_response())
+        }
         ["api", "v1", rest @ ..] => {
             Some(resource(&app, parse_target("", "v1", rest), method, &query, &headers, &body).await)
         }
