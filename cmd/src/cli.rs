@@ -89,7 +89,10 @@ pub fn main() -> ExitCode {
 fn format_chain(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let s = cause.to_string();
+        // Some sources (YAML parsers) add a multi-line excerpt; its first
+        // line says what is wrong.
+        let text = cause.to_string();
+        let s = text.lines().next().unwrap_or_default().trim().to_string();
         // thiserror messages often repeat their source inline; skip echoes.
         if !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use netstack::cni::spec::{code, Command, CniError, SPEC_VERSION, SUPPORTED_VERSIONS};
+use netstack::cni::spec::{code, CniError, Command, SPEC_VERSION, SUPPORTED_VERSIONS};
 
 /// Plugin-specific code for a verb this build does not implement yet.
 const NOT_IMPLEMENTED: u32 = 199;

@@ -167,6 +167,17 @@ fn unreadable_kubeconfig() {
         &dirs.s("r"),
     ]));
     assert!(line.contains("cannot use kubeconfig /nonexistent/kubeconfig"), "{line}");
+    std::fs::write(dirs.path("garbage"), "vm\n").unwrap();
+    let line = failure_line(&netlet(&[
+        "agent",
+        "--kubeconfig",
+        &dirs.s("garbage"),
+        "--state-dir",
+        &dirs.s("s"),
+        "--run-dir",
+        &dirs.s("r"),
+    ]));
+    assert!(line.contains("failed to parse kubeconfig YAML"), "{line}");
 }
 
 #[test]
