@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use netstack::cni::spec::{code, CniError, Command, SPEC_VERSION, SUPPORTED_VERSIONS};
 
 /// Plugin-specific code for a verb this build does not implement yet.
-const NOT_IMPLEMENTED: u32 = 199;
+pub const NOT_IMPLEMENTED: u32 = 199;
 
 /// What the plugin prints for `command`, and whether it succeeded.
 pub fn answer(command: &str) -> Result<String, CniError> {

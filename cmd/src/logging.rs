@@ -13,3 +13,13 @@ pub fn init() {
         .with_target(false)
         .try_init();
 }
+
+/// For commands whose own output is the point (the sandbox): warnings and
+/// errors only, unless `NETLET_LOG` asks for more.
+pub fn init_quiet() {
+    if std::env::var_os("NETLET_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
+        // The kubelet's per-pod warnings repeat what the report says.
+        std::env::set_var("NETLET_LOG", "warn,sandbox=error");
+    }
+    init();
+}

@@ -11,7 +11,7 @@ use kube::discovery::{pinned_kind, Scope};
 use serde::Deserialize;
 
 /// One applied object, as later checks look for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Applied {
     pub kind: String,
     pub namespace: Option<String>,
@@ -36,7 +36,8 @@ pub fn manifest_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 pub fn parse_documents(text: &str, origin: &Path) -> anyhow::Result<Vec<DynamicObject>> {
     let mut objects = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc).with_context(|| format!("{} document {}", origin.display(), i + 1))?;
+        let value =
+            serde_yaml::Value::deserialize(doc).with_context(|| format!("{} document {}", origin.display(), i + 1))?;
         if value.is_null() {
             continue;
         }
@@ -56,7 +57,11 @@ pub async fn apply_dir(client: &kube::Client, dir: &Path) -> anyhow::Result<Vec<
     for file in manifest_files(dir)? {
         let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
         for obj in parse_documents(&text, &file)? {
-            applied.push(create(client, obj).await.with_context(|| format!("applying {}", file.display()))?);
+            applied.push(
+                create(client, obj)
+                    .await
+                    .with_context(|| format!("applying {}", file.display()))?,
+            );
         }
     }
     Ok(applied)
@@ -99,9 +104,17 @@ mod tests {
         let mut kinds = Vec::new();
         for file in manifest_files(&dir).unwrap() {
             let text = std::fs::read_to_string(&file).unwrap();
-            kinds.extend(parse_documents(&text, &file).unwrap().into_iter().map(|o| o.types.unwrap().kind));
+            kinds.extend(
+                parse_documents(&text, &file)
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| o.types.unwrap().kind),
+            );
         }
-        assert!(kinds.contains(&"Namespace".to_string()) && kinds.contains(&"Pod".to_string()), "{kinds:?}");
+        assert!(
+            kinds.contains(&"Namespace".to_string()) && kinds.contains(&"Pod".to_string()),
+            "{kinds:?}"
+        );
         assert_eq!(kinds[0], "Namespace", "namespaces are applied first");
     }
 

@@ -1,0 +1,185 @@
+//! `netlet sandbox`: a one-machine cluster for networking. It starts the API
+//! stand-in and the agent, plays the cluster parts netlet does not replace
+//! (a kubelet, the EndpointSlice controller and a one-node scheduler),
+//! applies the example manifests, and reports what works.
+
+mod apply;
+mod cache_check;
+mod checks;
+mod report;
+mod scheduler;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
+use netstack::RawConfig;
+use sandbox::{EndpointSliceController, Kubelet, KubeletConfig};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::SandboxArgs;
+use report::Report;
+
+/// The sandbox's node.
+pub const NODE: &str = "netlet-sandbox";
+
+pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
+    crate::logging::init_quiet();
+    anyhow::ensure!(
+        testbed::privileged(),
+        "netlet sandbox needs root: it creates network namespaces for its pods"
+    );
+    crate::agent_cmd::runtime()?.block_on(sandbox(args))
+}
+
+/// The sandbox's files: a temporary directory removed at the end, or the
+/// one given with --dir (kept).
+struct Workdir {
+    path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Workdir {
+    fn new(dir: Option<PathBuf>) -> anyhow::Result<Workdir> {
+        match dir {
+            Some(path) => {
+                std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                Ok(Workdir { path, _temp: None })
+            }
+            None => {
+                let temp = tempfile::Builder::new().prefix("netlet-sandbox-").tempdir()?;
+                Ok(Workdir {
+                    path: temp.path().to_path_buf(),
+                    _temp: Some(temp),
+                })
+            }
+        }
+    }
+}
+
+async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
+    let work = Workdir::new(args.dir.clone())?;
+    let api = standin::ApiServer::start(standin::Options::default()).await?;
+    let kubeconfig = work.path.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig)?;
+    let client = crate::kube_client::client(Some(&kubeconfig)).await?;
+    register_node(&client).await?;
+
+    let config = agent_config(&work.path, &kubeconfig)?;
+    let socket = config.admin.socket.clone();
+    let agent = netstack::Agent::new(config, client.clone()).start().await?;
+
+    let cancel = CancellationToken::new();
+    let mut parts = JoinSet::new();
+    let kubelet = Kubelet::new(kubelet_config(&work.path)?);
+    let pods = kubelet.pods();
+    parts.spawn({
+        let (c, t) = (client.clone(), cancel.clone());
+        async move {
+            if let Err(e) = kubelet.run(c, t).await {
+                tracing::error!(error = %e, "sandbox kubelet stopped");
+            }
+        }
+    });
+    parts.spawn(EndpointSliceController::run(client.clone(), cancel.clone()));
+    parts.spawn(scheduler::run(client.clone(), NODE.to_string(), cancel.clone()));
+
+    println!("netlet sandbox: API stand-in at {}, node {NODE}", api.url());
+    let mut report = Report::default();
+    let interrupted = tokio::select! {
+        r = checks::run(&client, &agent, &pods, &args.examples, &mut report) => { r?; false }
+        _ = crate::agent_cmd::terminated() => true,
+    };
+    println!("{}", report.summary());
+
+    if args.keep && !interrupted {
+        println!();
+        println!("The sandbox keeps running; Ctrl-C removes everything it made.");
+        println!(
+            "  kubectl --kubeconfig {} get pods,svc,endpointslices -A",
+            kubeconfig.display()
+        );
+        println!("  netlet status --socket {}", socket.display());
+        crate::agent_cmd::terminated().await;
+    }
+
+    // Teardown: the kubelet runs CNI DEL and removes every namespace.
+    cancel.cancel();
+    while parts.join_next().await.is_some() {}
+    agent.shutdown().await;
+    api.shutdown().await;
+    println!("netlet sandbox: cleaned up");
+    Ok(if interrupted || report.failures() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn register_node(client: &kube::Client) -> anyhow::Result<()> {
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }))?;
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .context("cannot register the sandbox node")?;
+    Ok(())
+}
+
+fn agent_config(dir: &Path, kubeconfig: &Path) -> anyhow::Result<netstack::Config> {
+    let raw: RawConfig = serde_json::from_value(serde_json::json!({
+        "nodeName": NODE,
+        "kubeconfig": kubeconfig,
+        "stateDir": dir.join("state"),
+        "runDir": dir.join("run"),
+        "shutdownGraceSeconds": 5,
+    }))?;
+    Ok(raw.validate(NODE)?)
+}
+
+/// The kubelet runs this very binary as the CNI plugin, as containerd would
+/// run `/opt/cni/bin/netlet`.
+fn kubelet_config(dir: &Path) -> anyhow::Result<KubeletConfig> {
+    let exe = std::env::current_exe().context("cannot find the netlet binary")?;
+    let bin_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(KubeletConfig {
+        node_name: NODE.into(),
+        cni_plugin: exe,
+        cni_conf: serde_json::json!({
+            "cniVersion": netstack::cni::spec::SPEC_VERSION,
+            "name": "netlet",
+            "plugins": [{"type": "netlet", "agentSocket": dir.join("run/cni.sock")}],
+        }),
+        cni_path: vec![bin_dir],
+        netns_prefix: "sbx".into(),
+        ifname: "eth0".into(),
+        teardown_on_exit: true,
+    })
+}
+
+/// Polls `cond` every 100 ms for up to `within`.
+pub(crate) async fn wait_until<F, Fut>(within: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
