@@ -31,6 +31,10 @@ pub fn answer(command: &str) -> Result<String, CniError> {
 }
 
 pub fn plugin_main() -> ExitCode {
+    // The runtime writes the network config on stdin; take it all so the
+    // runtime never sees a broken pipe.
+    let mut config = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut config);
     let command = std::env::var("CNI_COMMAND").unwrap_or_default();
     let (out, ok) = match answer(&command) {
         Ok(out) => (out, true),

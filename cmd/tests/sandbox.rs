@@ -54,6 +54,19 @@ fn poll(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Stops the sandbox when a test fails half-way, so it cleans up.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn sandbox_checks_pass_and_clean_up() {
     if !testbed::require_privileges("sandbox_checks_pass_and_clean_up") {
@@ -97,7 +110,9 @@ fn kubectl_against_a_kept_sandbox() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stdout = child.stdout.take().unwrap();
+    let mut child = KillOnDrop(child);
+    let mut lines = BufReader::new(stdout).lines();
     let mut seen = String::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
@@ -152,7 +167,7 @@ fn kubectl_against_a_kept_sandbox() {
             break;
         }
     }
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(
         status.success(),
         "a kept sandbox whose checks passed exits 0 on SIGTERM: {status}"

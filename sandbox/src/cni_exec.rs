@@ -88,7 +88,12 @@ pub async fn invoke(inv: &Invocation<'_>) -> Result<CniOutcome, Error> {
     let mut child = cmd.spawn().map_err(exec_err)?;
     let stdin = serde_json::to_vec(&plugin_config(inv.config)).expect("JSON values serialize");
     if let Some(mut pipe) = child.stdin.take() {
-        pipe.write_all(&stdin).await.map_err(exec_err)?;
+        // A plugin may answer without reading its config (VERSION, or an
+        // early error); its exit status and stdout still tell the outcome.
+        match pipe.write_all(&stdin).await {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(exec_err(e)),
+            _ => {}
+        }
     }
     let out = child.wait_with_output().await.map_err(exec_err)?;
     let doc: Option<Value> = serde_json::from_slice(&out.stdout).ok();

@@ -50,7 +50,12 @@ async fn main() -> anyhow::Result<()> {
             .env("NETLET_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
-            .with_context(|| format!("cannot run {} (build it with `cargo build --release -p netlet`)", args.netlet.display()))?,
+            .with_context(|| {
+                format!(
+                    "cannot run {} (build it with `cargo build --release -p netlet`)",
+                    args.netlet.display()
+                )
+            })?,
     );
     wait_for(&socket, |s| s["ready"] == true).await?;
     let idle = settle_rss(agent.0.id()).await?;
@@ -62,7 +67,12 @@ async fn main() -> anyhow::Result<()> {
     let per_slice = args.endpoints.div_ceil(args.services.max(1));
     wait_for(&socket, |s| {
         let count = |kind: &str| {
-            s["cache"].as_array().into_iter().flatten().find(|k| k["kind"] == kind).map(|k| k["objects"].as_u64().unwrap_or(0))
+            s["cache"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|k| k["kind"] == kind)
+                .map(|k| k["objects"].as_u64().unwrap_or(0))
         };
         count("Service") == Some(args.services as u64)
             && count("EndpointSlice") == Some(args.services as u64)
@@ -73,9 +83,19 @@ async fn main() -> anyhow::Result<()> {
     let loaded = settle_rss(agent.0.id()).await?;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
 
-    println!("cache-memory: {} Services, {} endpoints ({} per slice), {} Pods", args.services, args.services * per_slice, per_slice, args.pods);
+    println!(
+        "cache-memory: {} Services, {} endpoints ({} per slice), {} Pods",
+        args.services,
+        args.services * per_slice,
+        per_slice,
+        args.pods
+    );
     println!("  agent RSS idle:    {:6.1} MiB", mib(idle));
-    println!("  agent RSS loaded:  {:6.1} MiB   (target < {TARGET_MIB} MiB: {})", mib(loaded), if mib(loaded) < TARGET_MIB { "met" } else { "MISSED" });
+    println!(
+        "  agent RSS loaded:  {:6.1} MiB   (target < {TARGET_MIB} MiB: {})",
+        mib(loaded),
+        if mib(loaded) < TARGET_MIB { "met" } else { "MISSED" }
+    );
     println!("  loaded / idle:     {:6.2}x", loaded as f64 / idle as f64);
     println!("  created and synced in {:.1} s", synced_in.as_secs_f64());
     agent.stop();
@@ -149,7 +169,9 @@ async fn populate(client: &kube::Client, args: &Args) -> anyhow::Result<()> {
     run_all(pod_jobs).await
 }
 
-async fn run_all(jobs: impl Iterator<Item = impl std::future::Future<Output = anyhow::Result<()>>>) -> anyhow::Result<()> {
+async fn run_all(
+    jobs: impl Iterator<Item = impl std::future::Future<Output = anyhow::Result<()>>>,
+) -> anyhow::Result<()> {
     let results: Vec<_> = futures::stream::iter(jobs).buffer_unordered(16).collect().await;
     results.into_iter().collect()
 }
