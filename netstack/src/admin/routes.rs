@@ -66,7 +66,7 @@ pub fn build_status(state: &AdminState) -> StatusReport {
         modules: state.modules.iter().map(|m| m.report()).collect(),
         store: StoreReport {
             path: state.store.path().display().to_string(),
-            schema_version: state.store.schema_version().unwrap_or(0),
+            schema_version: state.store.schema_version().ok().flatten().unwrap_or(0),
             size_bytes: state.store.size_on_disk(),
         },
         rss_bytes: resident_bytes(),
