@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node agent (the daemon).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Show the running agent's state.
     Status(StatusArgs),
     /// Print version information.
@@ -68,7 +68,7 @@ pub struct SandboxArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Agent(args) => crate::agent_cmd::run(args),
+        Command::Agent(args) => crate::agent_cmd::run(*args),
         Command::Status(args) => crate::status_cmd::run(args),
         Command::Version => {
             print_version();

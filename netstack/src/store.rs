@@ -60,8 +60,9 @@ pub enum StoreError {
     Engine {
         op: &'static str,
         tree: String,
+        // Boxed: redb's error is large and every store call returns it.
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     #[error("store tree {tree}, key {key:?}: the stored value does not decode: {source}")]
     Decode {
@@ -74,7 +75,11 @@ pub enum StoreError {
 
 fn engine(op: &'static str, tree: &str) -> impl FnOnce(redb::Error) -> StoreError {
     let tree = tree.to_string();
-    move |source| StoreError::Engine { op, tree, source }
+    move |source| StoreError::Engine {
+        op,
+        tree,
+        source: Box::new(source),
+    }
 }
 
 /// The open store. Cheap to clone; every clone shares the database, and
@@ -148,7 +153,11 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction and commits it durably.
-    fn write<T>(&self, tree: &str, f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>) -> Result<T, StoreError> {
+    fn write<T>(
+        &self,
+        tree: &str,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
         let txn = self.db.begin_write().map_err(|e| engine("write", tree)(e.into()))?;
         let out = f(&txn).map_err(engine("write", tree))?;
         txn.commit().map_err(|e| engine("commit", tree)(e.into()))?;
@@ -195,8 +204,16 @@ impl<V: Serialize + DeserializeOwned> Tree<V> {
 
     /// Reads with `f` over the table, or returns `empty` if the table has
     /// never been written.
-    fn read<T>(&self, empty: T, f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let txn = self.store.db.begin_read().map_err(|e| engine("read", &self.name)(e.into()))?;
+    fn read<T>(
+        &self,
+        empty: T,
+        f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self
+            .store
+            .db
+            .begin_read()
+            .map_err(|e| engine("read", &self.name)(e.into()))?;
         match txn.open_table(self.def()) {
             Ok(table) => f(&table),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(empty),
@@ -338,7 +355,10 @@ mod tests {
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        Store::open(dir.path()).unwrap().set_schema_version(SCHEMA_VERSION + 1).unwrap();
+        Store::open(dir.path())
+            .unwrap()
+            .set_schema_version(SCHEMA_VERSION + 1)
+            .unwrap();
         let err = Store::open(dir.path()).err().expect("newer schema must be refused");
         assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
         assert!(err.to_string().contains("written by a newer netlet"), "{err}");
@@ -348,7 +368,10 @@ mod tests {
     fn undecodable_value_names_tree_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.tree::<String>("t").insert("k", &"not a lease".to_string()).unwrap();
+        store
+            .tree::<String>("t")
+            .insert("k", &"not a lease".to_string())
+            .unwrap();
         let err = store.tree::<Lease>("t").get("k").unwrap_err();
         assert!(err.to_string().starts_with("store tree t, key \"k\""), "{err}");
     }

@@ -128,7 +128,11 @@ fn endpoint(svc: &Service, pod: &Pod, ip: String) -> Endpoint {
     }
 }
 
-fn port_key(ports: &[EndpointPort]) -> Vec<(Option<String>, Option<i32>, Option<String>)> {
+/// Name, number and protocol of each resolved port: endpoints with the
+/// same key share a slice.
+type PortKey = Vec<(Option<String>, Option<i32>, Option<String>)>;
+
+fn port_key(ports: &[EndpointPort]) -> PortKey {
     ports
         .iter()
         .map(|p| (p.name.clone(), p.port, p.protocol.clone()))
@@ -152,10 +156,7 @@ pub fn desired_slices(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice> {
     let ns = svc.namespace();
     let mut out = Vec::new();
     for family in families(svc) {
-        let mut groups: BTreeMap<
-            Vec<(Option<String>, Option<i32>, Option<String>)>,
-            (Vec<EndpointPort>, Vec<Endpoint>),
-        > = BTreeMap::new();
+        let mut groups: BTreeMap<PortKey, (Vec<EndpointPort>, Vec<Endpoint>)> = BTreeMap::new();
         let mut matching: Vec<&&Pod> = pods
             .iter()
             .filter(|p| p.namespace() == ns && selects(&selector, p))
