@@ -11,6 +11,7 @@ pub mod config;
 pub mod metrics;
 pub mod module;
 pub mod store;
+pub mod wire;
 
 pub use agent::{Agent, AgentError, RunningAgent};
 pub use config::{Config, ConfigError, RawConfig};
