@@ -29,11 +29,15 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Builds the client and starts the agent with every module this build has.
+/// Builds the client and starts the agent.
 pub async fn start(config: Config) -> anyhow::Result<RunningAgent> {
     let client = crate::kube_client::client(config.kubeconfig.as_deref()).await?;
-    let agent = Agent::new(config, client);
-    Ok(agent.start().await?)
+    Ok(agent(config, client).start().await?)
+}
+
+/// The agent with every module this build has.
+pub fn agent(config: Config, client: kube::Client) -> Agent {
+    Agent::new(config, client).with_module(Box::new(netstack::cni::CniModule))
 }
 
 /// Resolves on SIGTERM or SIGINT.

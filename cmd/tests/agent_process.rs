@@ -240,6 +240,24 @@ fn killed_agent_restarts_on_the_same_store() {
     let dirs = Dirs::new();
     let kc = dirs.path("kubeconfig");
     api.write_kubeconfig(&kc).unwrap();
+    // The agent is ready once its Node exists (its pod CIDRs come from it).
+    rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&api.kubeconfig_yaml()).unwrap();
+        let client = kube::Client::try_from(
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let node = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "node-a"}, "spec": {"podCIDRs": ["10.77.0.0/24"]}}),
+        )
+        .unwrap();
+        kube::Api::<k8s_openapi::api::core::v1::Node>::all(client)
+            .create(&Default::default(), &node)
+            .await
+            .unwrap();
+    });
 
     let mut agent = dirs.spawn_agent(&kc);
     wait_status(&dirs, "ready", |s| s["ready"] == true);
@@ -252,6 +270,7 @@ fn killed_agent_restarts_on_the_same_store() {
 
     let mut again = dirs.spawn_agent(&kc);
     let status = wait_status(&dirs, "ready after restart", |s| s["ready"] == true);
+    assert_eq!(status["modules"][0]["name"], "cni");
     assert_eq!(status["store"]["schemaVersion"], 1);
     assert!(terminate(&mut again).success());
     rt.block_on(api.shutdown());

@@ -54,6 +54,14 @@ fn poll(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Sandboxes wire pods into this machine's own network namespace, from the
+/// same pod CIDR: two at once would hand out the same addresses.
+static ONE_SANDBOX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_SANDBOX.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Stops the sandbox when a test fails half-way, so it cleans up.
 struct KillOnDrop(std::process::Child);
 
@@ -72,6 +80,7 @@ fn sandbox_checks_pass_and_clean_up() {
     if !testbed::require_privileges("sandbox_checks_pass_and_clean_up") {
         return;
     }
+    let _one = one_at_a_time();
     let child = Command::new(NETLET)
         .args(["sandbox", "--examples", &examples()])
         .stdout(Stdio::piped())
@@ -88,6 +97,10 @@ fn sandbox_checks_pass_and_clean_up() {
     );
     assert!(stdout.contains("[ok     ] agent ready"), "{stdout}");
     assert!(stdout.contains("0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("reaches pod"),
+        "pod-to-pod traffic is checked: {stdout}"
+    );
     assert!(stdout.contains("cleaned up"), "{stdout}");
     assert!(
         sandbox_namespaces(pid).is_empty(),
@@ -101,6 +114,7 @@ fn kubectl_against_a_kept_sandbox() {
     if !testbed::require_privileges("kubectl_against_a_kept_sandbox") {
         return;
     }
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(NETLET)
         .args(["sandbox", "--keep", "--examples", &examples(), "--dir"])

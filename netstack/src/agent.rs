@@ -65,6 +65,7 @@ impl Agent {
             let status = ModuleStatus::new(module.name());
             statuses.push(status.clone());
             let ctx = ModuleContext {
+                client: self.client.clone(),
                 cache: cache.clone(),
                 store: store.clone(),
                 config: config.clone(),

@@ -31,6 +31,8 @@ pub trait Module: Send + 'static {
 
 /// What a running module is given.
 pub struct ModuleContext {
+    /// For writes only (status, annotations); reads go through the cache.
+    pub client: kube::Client,
     pub cache: Cache,
     pub store: Store,
     pub config: Arc<Config>,

@@ -38,6 +38,13 @@ async fn main() -> anyhow::Result<()> {
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig)?;
     let socket = dir.path().join("run/admin.sock");
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
+    // The agent's CNI module becomes ready once its Node has pod CIDRs.
+    let node = serde_json::from_value(json!({"metadata":{"name":NODE},"spec":{"podCIDRs":["10.42.0.0/24"]}}))?;
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await?;
 
     let mut agent = Agent(
         Command::new(&args.netlet)
@@ -60,8 +67,6 @@ async fn main() -> anyhow::Result<()> {
     wait_for(&socket, |s| s["ready"] == true).await?;
     let idle = settle_rss(agent.0.id()).await?;
 
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
-    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
     let started = Instant::now();
     populate(&client, &args).await?;
     let per_slice = args.endpoints.div_ceil(args.services.max(1));

@@ -71,11 +71,12 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
 
     let config = agent_config(&work.path, &kubeconfig)?;
     let socket = config.admin.socket.clone();
-    let agent = netstack::Agent::new(config, client.clone()).start().await?;
+    let cni_socket = config.cni_socket();
+    let agent = crate::agent_cmd::agent(config, client.clone()).start().await?;
 
     let cancel = CancellationToken::new();
     let mut parts = JoinSet::new();
-    let kubelet = Kubelet::new(kubelet_config(&work.path)?);
+    let kubelet = Kubelet::new(kubelet_config(&cni_socket)?);
     let pods = kubelet.pods();
     parts.spawn({
         let (c, t) = (client.clone(), cancel.clone());
@@ -148,7 +149,7 @@ fn agent_config(dir: &Path, kubeconfig: &Path) -> anyhow::Result<netstack::Confi
 
 /// The kubelet runs this very binary as the CNI plugin, as containerd would
 /// run `/opt/cni/bin/netlet`.
-fn kubelet_config(dir: &Path) -> anyhow::Result<KubeletConfig> {
+fn kubelet_config(agent_socket: &Path) -> anyhow::Result<KubeletConfig> {
     let exe = std::env::current_exe().context("cannot find the netlet binary")?;
     let bin_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     Ok(KubeletConfig {
@@ -157,7 +158,7 @@ fn kubelet_config(dir: &Path) -> anyhow::Result<KubeletConfig> {
         cni_conf: serde_json::json!({
             "cniVersion": netstack::cni::spec::SPEC_VERSION,
             "name": "netlet",
-            "plugins": [{"type": "netlet", "agentSocket": dir.join("run/cni.sock")}],
+            "plugins": [{"type": "netlet", "agentSocket": agent_socket}],
         }),
         cni_path: vec![bin_dir],
         netns_prefix: "sbx".into(),

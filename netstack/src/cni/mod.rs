@@ -1,3 +1,10 @@
-//! CNI: the specification's data shared by the plugin process and the agent.
+//! CNI: the specification's data shared by the plugin process and the
+//! agent, the plugin-to-agent protocol, and the agent's CNI module.
 
+pub mod blocks;
+pub mod handler;
+pub mod protocol;
+mod server;
 pub mod spec;
+
+pub use server::CniModule;

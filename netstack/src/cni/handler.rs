@@ -1,0 +1,290 @@
+//! The agent's side of each CNI verb: addresses from IPAM, persisted
+//! before anything is answered; pod wiring; the attachment record that
+//! lets DEL, CHECK and GC find everything again after a restart.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipam::{AllocError, Lease, LeaseKey, NodePools};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::protocol::Request;
+use super::spec::{code, AddResult, CniError, Command, Dns, Interface, IpConfig, Route};
+use crate::config::Config;
+use crate::store::{trees, Store, StoreError, Tree};
+use crate::wire::{self, Netlink, PodInterface, WireError, GATEWAY_V4, GATEWAY_V6};
+
+/// What the agent remembers of one pod interface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub key: LeaseKey,
+    pub netns: PathBuf,
+    pub host_ifname: String,
+    pub pod: Option<String>,
+    pub addresses: Vec<IpAddr>,
+}
+
+pub struct Handler {
+    pub pools: NodePools,
+    leases: Tree<Vec<Lease>>,
+    attachments: Tree<Attachment>,
+    host: Netlink,
+    config: std::sync::Arc<Config>,
+}
+
+fn store_err(e: StoreError) -> CniError {
+    CniError::new(code::IO_FAILURE, "the agent's store failed", e.to_string())
+}
+
+fn wire_err(e: WireError) -> CniError {
+    match e {
+        WireError::InterfaceExists { .. } => CniError::new(code::INTERFACE_EXISTS, e.to_string(), ""),
+        WireError::NetnsMissing(_) => CniError::new(code::INVALID_ENV, format!("CNI_NETNS: {e}"), ""),
+        other => CniError::new(
+            code::WIRING_FAILED,
+            "cannot set up the pod's interface",
+            other.to_string(),
+        ),
+    }
+}
+
+fn key_string(key: &LeaseKey) -> String {
+    format!("{}/{}", key.container_id, key.ifname)
+}
+
+impl Handler {
+    /// A handler over `pools`, taking back the leases the store holds.
+    pub fn new(
+        mut pools: NodePools,
+        store: &Store,
+        host: Netlink,
+        config: std::sync::Arc<Config>,
+    ) -> Result<Handler, StoreError> {
+        let leases: Tree<Vec<Lease>> = store.tree(trees::IPAM_LEASES);
+        let stored = leases.scan_prefix("")?;
+        let rejected = pools.restore(stored.into_iter().flat_map(|(_, ls)| ls));
+        for lease in rejected {
+            tracing::warn!(lease = %lease.key, address = %lease.address, "dropping a stored lease outside this node's blocks");
+            leases.remove(&key_string(&lease.key))?;
+        }
+        Ok(Handler {
+            pools,
+            leases,
+            attachments: store.tree(trees::CNI_ATTACHMENTS),
+            host,
+            config,
+        })
+    }
+
+    pub async fn handle(&mut self, req: &Request) -> Result<Value, CniError> {
+        let version = req.cni_version().to_string();
+        let out = match req.command {
+            Command::Add => self.add(req).await.map(|r| r.to_json(&version)),
+            Command::Del => self
+                .del(&LeaseKey {
+                    container_id: req.container_id.clone(),
+                    ifname: req.ifname.clone(),
+                })
+                .await
+                .map(|()| Value::Null),
+            Command::Check => self.check(req).await.map(|()| Value::Null),
+            Command::Gc => self.gc(req).await.map(|()| Value::Null),
+            Command::Status | Command::Version => Ok(Value::Null),
+        };
+        out.map_err(|e| e.in_version(&version))
+    }
+
+    async fn add(&mut self, req: &Request) -> Result<AddResult, CniError> {
+        let key = LeaseKey {
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+        };
+        if self.attachments.get(&key_string(&key)).map_err(store_err)?.is_some() {
+            return Err(CniError::new(
+                code::INTERFACE_EXISTS,
+                format!("container {} already has interface {}", key.container_id, key.ifname),
+                "DEL it first",
+            ));
+        }
+        let netns = req.netns.clone().unwrap_or_default();
+        let pod = match (req.arg("K8S_POD_NAMESPACE"), req.arg("K8S_POD_NAME")) {
+            (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
+            _ => None,
+        };
+        let leases = self.pools.allocate(&key, pod.as_deref()).map_err(|e| match e {
+            AllocError::Exhausted { .. } => CniError::new(code::POOL_EXHAUSTED, e.to_string(), ""),
+            other => CniError::new(code::TRY_AGAIN_LATER, other.to_string(), ""),
+        })?;
+        // The lease is on disk before the interface exists, so a crash in
+        // between leaves a lease that GC finds, never an address in use
+        // that the store does not know.
+        if let Err(e) = self.leases.insert(&key_string(&key), &leases) {
+            self.pools.release(&key);
+            return Err(store_err(e));
+        }
+        let addresses: Vec<IpAddr> = leases.iter().map(|l| l.address).collect();
+        let spec = PodInterface {
+            container_id: key.container_id.clone(),
+            netns: netns.clone(),
+            ifname: key.ifname.clone(),
+            addresses: addresses.clone(),
+            mtu: self.config.mtu,
+        };
+        let wired = match wire::wire(&self.host, &spec).await {
+            Ok(w) => w,
+            Err(e) => {
+                self.release(&key)?;
+                return Err(wire_err(e));
+            }
+        };
+        let attachment = Attachment {
+            key: key.clone(),
+            netns: netns.clone(),
+            host_ifname: wired.host_ifname.clone(),
+            pod: pod.clone(),
+            addresses: addresses.clone(),
+        };
+        if let Err(e) = self.attachments.insert(&key_string(&key), &attachment) {
+            let _ = wire::unwire(&self.host, &key.container_id, &key.ifname).await;
+            self.release(&key)?;
+            return Err(store_err(e));
+        }
+        tracing::info!(pod = ?pod, addresses = ?addresses, "pod interface added");
+        Ok(self.result(&key, &netns, wired, &leases, pod.as_deref()))
+    }
+
+    fn result(
+        &self,
+        key: &LeaseKey,
+        netns: &std::path::Path,
+        wired: wire::Wired,
+        leases: &[Lease],
+        pod: Option<&str>,
+    ) -> AddResult {
+        let ips = leases
+            .iter()
+            .map(|l| {
+                let (prefix, gw) = if l.address.is_ipv4() {
+                    (32, IpAddr::V4(GATEWAY_V4))
+                } else {
+                    (128, IpAddr::V6(GATEWAY_V6))
+                };
+                IpConfig {
+                    address: format!("{}/{prefix}", l.address),
+                    gateway: Some(gw),
+                    interface: 1,
+                }
+            })
+            .collect();
+        let mut routes = Vec::new();
+        if leases.iter().any(|l| l.address.is_ipv4()) {
+            routes.push(Route {
+                dst: "0.0.0.0/0".into(),
+                gw: Some(IpAddr::V4(GATEWAY_V4)),
+            });
+        }
+        if leases.iter().any(|l| l.address.is_ipv6()) {
+            routes.push(Route {
+                dst: "::/0".into(),
+                gw: Some(IpAddr::V6(GATEWAY_V6)),
+            });
+        }
+        let domain = self.config.cluster_domain.clone();
+        let mut search = Vec::new();
+        if let Some(ns) = pod.and_then(|p| p.split('/').next()) {
+            search.push(format!("{ns}.svc.{domain}"));
+        }
+        search.extend([format!("svc.{domain}"), domain.clone()]);
+        AddResult {
+            interfaces: vec![
+                Interface {
+                    name: wired.host_ifname,
+                    mac: wired.host_mac,
+                    mtu: Some(self.config.mtu),
+                    sandbox: None,
+                },
+                Interface {
+                    name: key.ifname.clone(),
+                    mac: wired.pod_mac,
+                    mtu: Some(self.config.mtu),
+                    sandbox: Some(netns.display().to_string()),
+                },
+            ],
+            ips,
+            routes,
+            dns: Dns {
+                nameservers: self.config.cluster_dns.iter().map(ToString::to_string).collect(),
+                domain: Some(domain),
+                search,
+                options: vec!["ndots:5".into()],
+            },
+        }
+    }
+
+    /// Returns `key`'s addresses to the pool and forgets them on disk.
+    fn release(&mut self, key: &LeaseKey) -> Result<(), CniError> {
+        self.pools.release(key);
+        self.leases.remove(&key_string(key)).map_err(store_err)?;
+        Ok(())
+    }
+
+    /// DEL: everything for `key` goes, and nothing being gone already is
+    /// an error.
+    async fn del(&mut self, key: &LeaseKey) -> Result<(), CniError> {
+        wire::unwire(&self.host, &key.container_id, &key.ifname)
+            .await
+            .map_err(wire_err)?;
+        self.release(key)?;
+        self.attachments.remove(&key_string(key)).map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn check(&mut self, req: &Request) -> Result<(), CniError> {
+        let key = LeaseKey {
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+        };
+        let Some(att) = self.attachments.get(&key_string(&key)).map_err(store_err)? else {
+            return Err(CniError::new(
+                code::UNKNOWN_CONTAINER,
+                format!("no interface {} for container {}", key.ifname, key.container_id),
+                "",
+            ));
+        };
+        let wired = wire::is_wired(&self.host, &key.container_id, &key.ifname, &att.netns)
+            .await
+            .map_err(wire_err)?;
+        if !wired {
+            return Err(CniError::new(
+                code::WIRING_FAILED,
+                format!("interface {} of container {} is missing", key.ifname, key.container_id),
+                "",
+            ));
+        }
+        Ok(())
+    }
+
+    /// GC: removes every attachment and lease the runtime no longer lists.
+    async fn gc(&mut self, req: &Request) -> Result<(), CniError> {
+        let valid: BTreeSet<LeaseKey> = req.config["cni.dev/valid-attachments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| {
+                Some(LeaseKey {
+                    container_id: a["containerID"].as_str()?.into(),
+                    ifname: a["ifname"].as_str()?.into(),
+                })
+            })
+            .collect();
+        let known: BTreeSet<LeaseKey> = self.pools.leases().map(|l| l.key.clone()).collect();
+        for key in known.difference(&valid) {
+            tracing::info!(attachment = %key, "garbage-collecting");
+            self.del(key).await?;
+        }
+        Ok(())
+    }
+}

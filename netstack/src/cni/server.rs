@@ -1,0 +1,115 @@
+//! The CNI module: claims this node's pod CIDRs, then serves the plugin
+//! processes on the CNI socket, one request at a time.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Mutex;
+
+use super::handler::Handler;
+use super::protocol::{Request, Response};
+use super::spec::{code, CniError};
+use crate::module::{Module, ModuleContext, ModuleError};
+use crate::wire::Netlink;
+
+pub struct CniModule;
+
+impl Module for CniModule {
+    fn name(&self) -> &'static str {
+        "cni"
+    }
+
+    fn run(self: Box<Self>, ctx: ModuleContext) -> BoxFuture<'static, Result<(), ModuleError>> {
+        Box::pin(run(ctx))
+    }
+}
+
+async fn run(ctx: ModuleContext) -> Result<(), ModuleError> {
+    let start = Instant::now();
+    tokio::select! {
+        _ = ctx.cancel.cancelled() => return Ok(()),
+        _ = ctx.cache.wait_synced() => {}
+    }
+    ctx.status.set_state(
+        crate::module::ModuleState::Starting,
+        Some(format!("waiting for the pod CIDRs of Node {}", ctx.config.node_name)),
+    );
+    let cidrs = tokio::select! {
+        _ = ctx.cancel.cancelled() => return Ok(()),
+        b = super::blocks::acquire(&ctx.cache, &ctx.client, &ctx.config) => b?,
+    };
+    let blocks = cidrs.into_iter().map(ipam::Block::new).collect::<Result<Vec<_>, _>>()?;
+    let pools = ipam::NodePools::new(blocks)?;
+    let host = Netlink::connect()?;
+    let store = ctx.store.clone();
+    let config = ctx.config.clone();
+    let handler = tokio::task::spawn_blocking(move || Handler::new(pools, &store, host, config)).await??;
+    let handler = Arc::new(Mutex::new(handler));
+    let socket = ctx.config.cni_socket();
+    let listener = bind(&socket)?;
+    ctx.status.record_reconcile::<String>(start.elapsed(), Ok(()));
+    tracing::info!(socket = %socket.display(), "CNI server ready");
+    loop {
+        let conn = tokio::select! {
+            _ = ctx.cancel.cancelled() => break,
+            c = listener.accept() => c,
+        };
+        match conn {
+            Ok((stream, _)) => {
+                let (h, status) = (handler.clone(), ctx.status.clone());
+                tokio::spawn(async move { serve(stream, h, status).await });
+            }
+            Err(e) => tracing::warn!(error = %e, "CNI socket accept failed"),
+        }
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+fn bind(socket: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Only one agent serves a node (the store's lock guarantees it), so a
+    // socket file here is a leftover.
+    let _ = std::fs::remove_file(socket);
+    let l = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+async fn serve(stream: UnixStream, handler: Arc<Mutex<Handler>>, status: crate::module::ModuleStatus) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    if BufReader::new(read).read_line(&mut line).await.is_err() {
+        return;
+    }
+    let start = Instant::now();
+    let response = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => {
+            // One operation at a time: the pools and the store stay
+            // consistent without finer locking.
+            let result = handler.lock().await.handle(&req).await;
+            // A refused request is the runtime's answer, not the module's
+            // ill health: it counts as a pass.
+            status.record_reconcile::<String>(start.elapsed(), Ok(()));
+            match result {
+                Ok(v) => Response::Ok(v),
+                Err(e) => Response::Err(e),
+            }
+        }
+        Err(e) => Response::Err(CniError::new(
+            code::DECODE_FAILURE,
+            "malformed request from the plugin",
+            e.to_string(),
+        )),
+    };
+    let mut out = serde_json::to_vec(&response).expect("responses serialize");
+    out.push(b'\n');
+    let _ = write.write_all(&out).await;
+}
