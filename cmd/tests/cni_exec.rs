@@ -90,52 +90,84 @@ fn error_code(o: &Outcome) -> u64 {
         .unwrap_or_else(|| panic!("no error document: {o:?}"))
 }
 
+/// Agents here wire pods into this machine's own namespace and remove pod
+/// interfaces they do not know at start: one test at a time.
+static ONE_AGENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// An API stand-in with this test's Node, and a directory for agents.
+struct Bed {
+    rt: tokio::runtime::Runtime,
+    _api: standin::ApiServer,
+    dir: tempfile::TempDir,
+    plugin: Plugin,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Bed {
+    /// `pod_cidrs` become the Node's `spec.podCIDRs`.
+    fn new(pod_cidrs: &[&str]) -> Bed {
+        let one = ONE_AGENT.lock().unwrap_or_else(|p| p.into_inner());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let api = rt
+            .block_on(standin::ApiServer::start(standin::Options::default()))
+            .unwrap();
+        api.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
+        let bed = Bed {
+            plugin: Plugin {
+                socket: dir.path().join("run/cni.sock"),
+            },
+            rt,
+            _api: api,
+            dir,
+            _one: one,
+        };
+        bed.rt.block_on(async {
+            let node: Node =
+                serde_json::from_value(json!({"metadata":{"name":NODE},"spec":{"podCIDRs":pod_cidrs}})).unwrap();
+            kube::Api::<Node>::all(bed.client().await)
+                .create(&Default::default(), &node)
+                .await
+                .unwrap();
+        });
+        bed
+    }
+
+    async fn client(&self) -> kube::Client {
+        netlet::kube_client::client(Some(&self.dir.path().join("kubeconfig")))
+            .await
+            .unwrap()
+    }
+
+    /// Starts an agent on this bed's state directory and waits until ready.
+    fn agent(&self) -> netstack::RunningAgent {
+        self.rt.block_on(async {
+            let raw: netstack::RawConfig = serde_json::from_value(json!({
+                "nodeName": NODE, "stateDir": self.dir.path().join("state"), "runDir": self.dir.path().join("run"), "mtu": 1400,
+            }))
+            .unwrap();
+            let config = raw.validate(NODE).unwrap();
+            let agent = netlet::agent_cmd::agent(config, self.client().await).start().await.unwrap();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !agent.status().ready {
+                assert!(tokio::time::Instant::now() < deadline, "agent not ready: {:?}", agent.status().not_ready);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            agent
+        })
+    }
+}
+
 #[test]
 fn every_verb_through_the_exec_path() {
     if !testbed::require_privileges("every_verb_through_the_exec_path") {
         return;
     }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let api = rt
-        .block_on(standin::ApiServer::start(standin::Options::default()))
-        .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).unwrap();
     // A /29 and a /125 hold five and six pod addresses: small enough to
     // run out of.
-    let agent = rt.block_on(async {
-        let client = netlet::kube_client::client(Some(&kubeconfig)).await.unwrap();
-        let node: Node = serde_json::from_value(
-            json!({"metadata":{"name":NODE},"spec":{"podCIDRs":["10.123.0.0/29","fd00:123::/125"]}}),
-        )
-        .unwrap();
-        kube::Api::<Node>::all(client.clone())
-            .create(&Default::default(), &node)
-            .await
-            .unwrap();
-        let raw: netstack::RawConfig = serde_json::from_value(json!({
-            "nodeName": NODE, "stateDir": dir.path().join("state"), "runDir": dir.path().join("run"), "mtu": 1400,
-        }))
-        .unwrap();
-        let agent = netlet::agent_cmd::agent(raw.validate(NODE).unwrap(), client)
-            .start()
-            .await
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !agent.status().ready {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "agent not ready: {:?}",
-                agent.status().not_ready
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        agent
-    });
-    let plugin = Plugin {
-        socket: dir.path().join("run/cni.sock"),
-    };
+    let bed = Bed::new(&["10.123.0.0/29", "fd00:123::/125"]);
+    let agent = bed.agent();
+    let plugin = &bed.plugin;
     let conf = plugin.conf("1.1.0", json!({}));
     let pods: Vec<Netns> = (0..6).map(|_| Netns::new("cni").unwrap()).collect();
 
@@ -229,6 +261,52 @@ fn every_verb_through_the_exec_path() {
     assert!(plugin.exec("DEL", "pod-c", Some(&pods[2].path()), &conf).ok);
     assert!(!host_routes().contains("10.123.0."), "{}", host_routes());
 
-    rt.block_on(agent.shutdown());
-    rt.block_on(api.shutdown());
+    bed.rt.block_on(agent.shutdown());
+}
+
+#[test]
+fn a_restarted_agent_keeps_pods_and_removes_leftovers() {
+    if !testbed::require_privileges("a_restarted_agent_keeps_pods_and_removes_leftovers") {
+        return;
+    }
+    let bed = Bed::new(&["10.124.0.0/28"]);
+    let pod = Netns::new("rst").unwrap();
+    let conf = bed.plugin.conf("1.1.0", json!({}));
+    let agent = bed.agent();
+    assert!(bed.plugin.exec("ADD", "pod-r", Some(&pod.path()), &conf).ok);
+    bed.rt.block_on(agent.shutdown());
+
+    // What a crash in the middle of an ADD leaves: a pod interface that
+    // no attachment names.
+    let leftover = netstack::wire::host_ifname("crashed", "eth0");
+    assert!(Command::new("ip")
+        .args(["link", "add", &leftover, "type", "veth", "peer", "name", "nltest-peer"])
+        .status()
+        .unwrap()
+        .success());
+
+    let agent = bed.agent();
+    assert!(
+        !host_link_exists("crashed"),
+        "the leftover interface is removed at start"
+    );
+    let check = bed.plugin.exec("CHECK", "pod-r", Some(&pod.path()), &conf);
+    assert!(check.ok, "the pod survives the restart: {check:?}");
+    assert!(
+        pod.exec(&["ping", "-c", "1", "-W", "2", "169.254.1.1"])
+            .status
+            .success(),
+        "and still reaches the node"
+    );
+    let again = bed
+        .plugin
+        .exec("ADD", "pod-s", Some(&Netns::new("rst").unwrap().path()), &conf);
+    assert_eq!(
+        again.doc.unwrap()["ips"][0]["address"],
+        "10.124.0.3/32",
+        "the restored lease is not handed out twice"
+    );
+    assert!(bed.plugin.exec("DEL", "pod-r", Some(&pod.path()), &conf).ok);
+    assert!(!host_link_exists("pod-r"));
+    bed.rt.block_on(agent.shutdown());
 }

@@ -68,7 +68,12 @@ impl Handler {
         let rejected = pools.restore(stored.into_iter().flat_map(|(_, ls)| ls));
         for lease in rejected {
             tracing::warn!(lease = %lease.key, address = %lease.address, "dropping a stored lease outside this node's blocks");
-            leases.remove(&key_string(&lease.key))?;
+            // Keep whatever the key still holds in the other family.
+            let key = key_string(&lease.key);
+            match pools.get(&lease.key) {
+                Some(kept) => leases.insert(&key, &kept.to_vec())?,
+                None => leases.remove(&key)?,
+            };
         }
         Ok(Handler {
             pools,
@@ -77,6 +82,33 @@ impl Handler {
             host,
             config,
         })
+    }
+
+    /// After a restart: an ADD that was cut off between taking its lease
+    /// and recording its attachment never answered the runtime, so its
+    /// lease and any interface it made are released; host interfaces that
+    /// no attachment names are leftovers of such crashes and are removed.
+    pub async fn reconcile_at_start(&mut self) -> Result<(), CniError> {
+        let attachments = self.attachments.scan_prefix("").map_err(store_err)?;
+        let attached: BTreeSet<LeaseKey> = attachments.iter().map(|(_, a)| a.key.clone()).collect();
+        let unfinished: Vec<LeaseKey> = self
+            .pools
+            .leases()
+            .map(|l| l.key.clone())
+            .filter(|k| !attached.contains(k))
+            .collect();
+        for key in BTreeSet::from_iter(unfinished) {
+            tracing::info!(attachment = %key, "releasing the lease of an ADD cut off by a restart");
+            self.del(&key).await?;
+        }
+        let known: BTreeSet<String> = attachments.into_iter().map(|(_, a)| a.host_ifname).collect();
+        for name in self.host.link_names().await.map_err(wire_err)? {
+            if wire::is_host_ifname(&name) && !known.contains(&name) {
+                tracing::info!(link = %name, "removing a pod interface no attachment names");
+                self.host.delete_link(&name).await.map_err(wire_err)?;
+            }
+        }
+        Ok(())
     }
 
     pub async fn handle(&mut self, req: &Request) -> Result<Value, CniError> {

@@ -48,7 +48,8 @@ async fn run(ctx: ModuleContext) -> Result<(), ModuleError> {
     let host = Netlink::connect()?;
     let store = ctx.store.clone();
     let config = ctx.config.clone();
-    let handler = tokio::task::spawn_blocking(move || Handler::new(pools, &store, host, config)).await??;
+    let mut handler = tokio::task::spawn_blocking(move || Handler::new(pools, &store, host, config)).await??;
+    handler.reconcile_at_start().await?;
     let handler = Arc::new(Mutex::new(handler));
     let socket = ctx.config.cni_socket();
     let listener = bind(&socket)?;

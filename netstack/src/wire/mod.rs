@@ -79,6 +79,15 @@ pub fn host_ifname(container_id: &str, ifname: &str) -> String {
     format!("nl{:012x}", h & 0xffff_ffff_ffff)
 }
 
+/// Whether `name` has the shape of a host-side pod interface name.
+pub fn is_host_ifname(name: &str) -> bool {
+    name.len() == 14
+        && name.starts_with("nl")
+        && name[2..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
 /// Builds the pod's interface. On error, whatever was created is removed
 /// before returning, so a failed ADD leaves nothing behind.
 pub async fn wire(host: &Netlink, pod: &PodInterface) -> Result<Wired, WireError> {
@@ -188,5 +197,7 @@ mod tests {
         assert!(a.starts_with("nl"));
         assert_ne!(a, host_ifname("abc123", "net1"));
         assert_ne!(a, host_ifname("abc124", "eth0"));
+        assert!(is_host_ifname(&a));
+        assert!(!is_host_ifname("nlmon0") && !is_host_ifname("eth0") && !is_host_ifname("nlABCDEF012345"));
     }
 }

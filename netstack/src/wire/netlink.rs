@@ -156,6 +156,27 @@ impl Netlink {
         Ok(mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
     }
 
+    /// Names of every link in the namespace.
+    pub async fn link_names(&self) -> Result<Vec<String>, WireError> {
+        let links: Vec<_> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(failed("list links"))?;
+        Ok(links
+            .into_iter()
+            .filter_map(|l| {
+                l.attributes.into_iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     /// Deletes a link by name; a link that does not exist is not an error.
     pub async fn delete_link(&self, name: &str) -> Result<(), WireError> {
         let Some(index) = self.index_of(name).await? else {
