@@ -23,7 +23,9 @@ pub enum Command {
     /// Run the node agent (the daemon).
     Agent(Box<AgentArgs>),
     /// Show the running agent's state.
-    Status(StatusArgs),
+    Status(QueryArgs),
+    /// Show this node's pod CIDRs and address leases.
+    Ipam(QueryArgs),
     /// Print version information.
     Version,
     /// Run a one-machine cluster for networking: API stand-in, agent, pods.
@@ -43,7 +45,7 @@ pub enum Output {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct StatusArgs {
+pub struct QueryArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: Output,
@@ -70,6 +72,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agent(args) => crate::agent_cmd::run(*args),
         Command::Status(args) => crate::status_cmd::run(args),
+        Command::Ipam(args) => crate::ipam_cmd::run(args),
         Command::Version => {
             print_version();
             Ok(ExitCode::SUCCESS)

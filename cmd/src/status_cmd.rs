@@ -5,18 +5,23 @@ use std::process::ExitCode;
 use anyhow::Context;
 use netstack::admin::{client, StatusReport};
 
-use crate::cli::{Output, StatusArgs};
+use crate::cli::{Output, QueryArgs};
 
-pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+/// `GET path` from the agent's admin socket, decoded.
+pub fn query<T: serde::de::DeserializeOwned>(args: &QueryArgs, path: &str) -> anyhow::Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let resp = rt.block_on(client::get(&args.socket, "/v1/status"))?;
+    let resp = rt.block_on(client::get(&args.socket, path))?;
     anyhow::ensure!(
         resp.status == 200,
         "the agent answered {}: {}",
         resp.status,
         resp.body.trim()
     );
-    let report: StatusReport = serde_json::from_str(&resp.body).context("the agent's status does not parse")?;
+    serde_json::from_str(&resp.body).with_context(|| format!("the agent's answer to {path} does not parse"))
+}
+
+pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
+    let report: StatusReport = query(&args, "/v1/status")?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Table => print!("{}", render(&report)),

@@ -232,6 +232,38 @@ fn every_verb_through_the_exec_path() {
         .contains("no free IPv4 address"));
     assert!(!host_link_exists("pod-f"));
 
+    // `netlet ipam` shows the full block and who holds each address.
+    let socket = bed.dir.path().join("run/admin.sock").display().to_string();
+    let out = Command::new(NETLET)
+        .args(["ipam", "-o", "json", "--socket", &socket])
+        .output()
+        .unwrap();
+    let ipam: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v4 = ipam["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["family"] == "IPv4")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (v4["cidr"].as_str(), v4["leased"].as_u64(), v4["free"].as_u64()),
+        (Some("10.123.0.0/29"), Some(5), Some(0))
+    );
+    assert!(
+        ipam["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["pod"] == "default/pod-c" && l["address"].as_str().unwrap().starts_with("10.123.0.")),
+        "{ipam}"
+    );
+    let table = Command::new(NETLET)
+        .args(["ipam", "--socket", &socket])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&table.stdout).contains("default/pod-e"));
+
     // DEL: works, works again, and works when the namespace is gone.
     assert!(plugin.exec("DEL", "pod-a", Some(&pods[0].path()), &conf).ok);
     assert!(!host_link_exists("pod-a"));

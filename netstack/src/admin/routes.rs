@@ -16,6 +16,8 @@ pub(super) fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
+        .route("/v1/ipam", get(ipam))
+        .route("/v1/pods", get(pods))
         .with_state(state)
 }
 
@@ -44,6 +46,26 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n") + "\n")
     }
+}
+
+/// Store reads block on disk I/O; they run off the runtime's threads.
+async fn from_store<T: serde::Serialize + Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> axum::response::Response {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn ipam(State(state): State<AdminState>) -> axum::response::Response {
+    let cidrs = state.config.cluster_cidr.iter().map(ToString::to_string).collect();
+    from_store(move || crate::cni::report::ipam(&state.store, &state.cache, cidrs)).await
+}
+
+async fn pods(State(state): State<AdminState>) -> axum::response::Response {
+    from_store(move || crate::cni::report::pods(&state.store)).await
 }
 
 async fn status(State(state): State<AdminState>) -> Json<StatusReport> {
@@ -171,6 +193,34 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         );
     }
 
+    let cidrs = state.config.cluster_cidr.iter().map(ToString::to_string).collect();
+    let (store, cache) = (state.store.clone(), state.cache.clone());
+    if let Ok(Ok(report)) = tokio::task::spawn_blocking(move || crate::cni::report::ipam(&store, &cache, cidrs)).await {
+        page.family(
+            "netlet_ipam_leased_addresses",
+            "Pod addresses leased from this node's blocks.",
+            MetricType::Gauge,
+        );
+        for b in &report.blocks {
+            page.sample(
+                "netlet_ipam_leased_addresses",
+                &[("family", &b.family), ("cidr", &b.cidr)],
+                b.leased as f64,
+            );
+        }
+        page.family(
+            "netlet_ipam_free_addresses",
+            "Pod addresses still free in this node's blocks.",
+            MetricType::Gauge,
+        );
+        for b in &report.blocks {
+            page.sample(
+                "netlet_ipam_free_addresses",
+                &[("family", &b.family), ("cidr", &b.cidr)],
+                b.free as f64,
+            );
+        }
+    }
     page.family("netlet_ready", "1 when /readyz answers 200.", MetricType::Gauge);
     page.sample("netlet_ready", &[], u8::from(not_ready(&state).is_empty()));
     if let Some(rss) = resident_bytes() {

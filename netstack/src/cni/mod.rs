@@ -4,6 +4,7 @@
 pub mod blocks;
 pub mod handler;
 pub mod protocol;
+pub mod report;
 mod server;
 pub mod spec;
 
