@@ -342,3 +342,167 @@ fn a_restarted_agent_keeps_pods_and_removes_leftovers() {
     assert!(!host_link_exists("pod-r"));
     bed.rt.block_on(agent.shutdown());
 }
+
+#[test]
+fn a_hundred_concurrent_adds_get_distinct_addresses() {
+    if !testbed::require_privileges("a_hundred_concurrent_adds_get_distinct_addresses") {
+        return;
+    }
+    let bed = Bed::new(&["10.125.0.0/24", "fd00:125::/120"]);
+    let agent = bed.agent();
+    let conf = bed.plugin.conf("1.1.0", json!({}));
+    let pods: Vec<Netns> = (0..100).map(|_| Netns::new("par").unwrap()).collect();
+    let results: Vec<Outcome> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let (plugin, conf) = (&bed.plugin, &conf);
+                s.spawn(move || plugin.exec("ADD", &format!("par-{i}"), Some(&ns.path()), conf))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for family in [0, 1] {
+        let addrs: std::collections::BTreeSet<String> = results
+            .iter()
+            .map(|r| {
+                assert!(r.ok, "{r:?}");
+                r.doc.as_ref().unwrap()["ips"][family]["address"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(addrs.len(), 100, "every pod got its own address");
+    }
+    std::thread::scope(|s| {
+        for (i, ns) in pods.iter().enumerate() {
+            let (plugin, conf) = (&bed.plugin, &conf);
+            s.spawn(move || assert!(plugin.exec("DEL", &format!("par-{i}"), Some(&ns.path()), conf).ok));
+        }
+    });
+    for i in 0..100 {
+        assert!(!host_link_exists(&format!("par-{i}")));
+    }
+    assert!(!host_routes().contains("10.125.0."));
+    bed.rt.block_on(agent.shutdown());
+}
+
+/// An agent process on the bed's directories, killed with SIGKILL on drop.
+struct AgentProcess(std::process::Child);
+
+impl AgentProcess {
+    fn start(bed: &Bed) -> AgentProcess {
+        let d = bed.dir.path();
+        let child = Command::new(NETLET)
+            .args(["agent", "--node-name", NODE, "--kubeconfig"])
+            .arg(d.join("kubeconfig"))
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .arg("--run-dir")
+            .arg(d.join("run"))
+            .env("NETLET_LOG", "off")
+            .spawn()
+            .unwrap();
+        let socket = d.join("run/admin.sock").display().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let out = Command::new(NETLET)
+                .args(["status", "--socket", &socket])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return AgentProcess(child);
+            }
+            assert!(std::time::Instant::now() < deadline, "agent process not ready");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sigkill_during_add_storms_leaks_nothing() {
+    if !testbed::require_privileges("sigkill_during_add_storms_leaks_nothing") {
+        return;
+    }
+    let bed = Bed::new(&["10.126.0.0/24", "fd00:126::/120"]);
+    let conf = bed.plugin.conf("1.1.0", json!({}));
+    let pods: Vec<Netns> = (0..45).map(|_| Netns::new("kil").unwrap()).collect();
+    let mut succeeded = std::collections::BTreeSet::new();
+    for round in 0..3 {
+        let agent = AgentProcess::start(&bed);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<(String, bool)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..15)
+                .map(|i| {
+                    let id = format!("kil-{round}-{i}");
+                    let (plugin, conf, done, ns) = (&bed.plugin, &conf, &done, &pods[round * 15 + i]);
+                    s.spawn(move || {
+                        let ok = plugin.exec("ADD", &id, Some(&ns.path()), conf).ok;
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        (id, ok)
+                    })
+                })
+                .collect();
+            // Kill the agent in the middle of the storm: once a few ADDs
+            // have been answered and the rest are still in flight.
+            while done.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+                std::thread::yield_now();
+            }
+            drop(agent);
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        succeeded.extend(results.into_iter().filter(|(_, ok)| *ok).map(|(id, _)| id));
+    }
+    assert!(!succeeded.is_empty());
+    eprintln!("{} of 45 ADDs succeeded across the kills", succeeded.len());
+
+    // The runtime's view: exactly the ADDs that succeeded are valid.
+    let _agent = AgentProcess::start(&bed);
+    let valid: Vec<Value> = succeeded
+        .iter()
+        .map(|id| json!({"containerID": id, "ifname": "eth0"}))
+        .collect();
+    assert!(
+        bed.plugin
+            .exec(
+                "GC",
+                "",
+                None,
+                &bed.plugin.conf("1.1.0", json!({"cni.dev/valid-attachments": valid}))
+            )
+            .ok
+    );
+
+    let socket = bed.dir.path().join("run/admin.sock").display().to_string();
+    let out = Command::new(NETLET)
+        .args(["ipam", "-o", "json", "--socket", &socket])
+        .output()
+        .unwrap();
+    let ipam: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let leases = ipam["leases"].as_array().unwrap();
+    let addresses: std::collections::BTreeSet<&str> = leases.iter().map(|l| l["address"].as_str().unwrap()).collect();
+    assert_eq!(addresses.len(), leases.len(), "no address is leased twice: {ipam}");
+    let holders: std::collections::BTreeSet<String> = leases
+        .iter()
+        .map(|l| l["containerId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(holders, succeeded, "no orphaned lease, none lost");
+    for round in 0..3 {
+        for i in 0..15 {
+            let id = format!("kil-{round}-{i}");
+            assert_eq!(host_link_exists(&id), succeeded.contains(&id), "{id}");
+        }
+    }
+    let empty = json!({"cni.dev/valid-attachments": []});
+    assert!(bed.plugin.exec("GC", "", None, &bed.plugin.conf("1.1.0", empty)).ok);
+    assert!(!host_routes().contains("10.126.0."));
+}
