@@ -395,16 +395,18 @@ struct AgentProcess(std::process::Child);
 impl AgentProcess {
     fn start(bed: &Bed) -> AgentProcess {
         let d = bed.dir.path();
-        let child = Command::new(NETLET)
-            .args(["agent", "--node-name", NODE, "--kubeconfig"])
-            .arg(d.join("kubeconfig"))
-            .arg("--state-dir")
-            .arg(d.join("state"))
-            .arg("--run-dir")
-            .arg(d.join("run"))
-            .env("NETLET_LOG", "off")
-            .spawn()
-            .unwrap();
+        let agent = AgentProcess(
+            Command::new(NETLET)
+                .args(["agent", "--node-name", NODE, "--kubeconfig"])
+                .arg(d.join("kubeconfig"))
+                .arg("--state-dir")
+                .arg(d.join("state"))
+                .arg("--run-dir")
+                .arg(d.join("run"))
+                .env("NETLET_LOG", "off")
+                .spawn()
+                .unwrap(),
+        );
         let socket = d.join("run/admin.sock").display().to_string();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
@@ -413,7 +415,7 @@ impl AgentProcess {
                 .output()
                 .unwrap();
             if out.status.success() {
-                return AgentProcess(child);
+                return agent;
             }
             assert!(std::time::Instant::now() < deadline, "agent process not ready");
             std::thread::sleep(std::time::Duration::from_millis(50));
