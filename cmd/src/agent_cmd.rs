@@ -37,7 +37,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningAgent> {
 
 /// The agent with every module this build has.
 pub fn agent(config: Config, client: kube::Client) -> Agent {
-    Agent::new(config, client).with_module(Box::new(netstack::cni::CniModule))
+    Agent::new(config, client).with_module(Box::<netstack::cni::CniModule>::default())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -264,6 +264,29 @@ fn every_verb_through_the_exec_path() {
         .unwrap();
     assert!(String::from_utf8_lossy(&table.stdout).contains("default/pod-e"));
 
+    // Requests are counted by verb and result.
+    let page = bed
+        .rt
+        .block_on(netstack::admin::client::get(Path::new(&socket), "/metrics"))
+        .unwrap()
+        .body;
+    assert!(
+        page.contains("netlet_cni_requests_total{verb=\"ADD\",result=\"ok\"} 5"),
+        "{page}"
+    );
+    assert!(
+        page.contains("netlet_cni_requests_total{verb=\"ADD\",result=\"error_100\"} 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("netlet_cni_request_duration_seconds_count{verb=\"ADD\"} 8"),
+        "{page}"
+    );
+    assert!(
+        page.contains("netlet_ipam_free_addresses{family=\"IPv4\",cidr=\"10.123.0.0/29\"} 0"),
+        "{page}"
+    );
+
     // DEL: works, works again, and works when the namespace is gone.
     assert!(plugin.exec("DEL", "pod-a", Some(&pods[0].path()), &conf).ok);
     assert!(!host_link_exists("pod-a"));

@@ -61,7 +61,9 @@ impl Agent {
         watchers.spawn(self.client.clone(), &mut tasks, cancel.child_token());
 
         let mut statuses = Vec::new();
+        let mut metric_sources = Vec::new();
         for module in self.modules {
+            metric_sources.extend(module.metrics());
             let status = ModuleStatus::new(module.name());
             statuses.push(status.clone());
             let ctx = ModuleContext {
@@ -96,6 +98,7 @@ impl Agent {
             cache: cache.clone(),
             store,
             modules: Arc::new(statuses),
+            metric_sources: Arc::new(metric_sources),
             started: Instant::now(),
             api_server_version,
         };

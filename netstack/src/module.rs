@@ -27,6 +27,17 @@ pub type ModuleError = Box<dyn std::error::Error + Send + Sync>;
 pub trait Module: Send + 'static {
     fn name(&self) -> &'static str;
     fn run(self: Box<Self>, ctx: ModuleContext) -> BoxFuture<'static, Result<(), ModuleError>>;
+
+    /// Series of the module's own for `/metrics`, beyond the reconcile
+    /// counts every module has.
+    fn metrics(&self) -> Option<Arc<dyn MetricsSource>> {
+        None
+    }
+}
+
+/// Something that writes its own series into the `/metrics` page.
+pub trait MetricsSource: Send + Sync {
+    fn render(&self, page: &mut crate::metrics::MetricsPage);
 }
 
 /// What a running module is given.

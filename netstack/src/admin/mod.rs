@@ -34,6 +34,7 @@ pub struct AdminState {
     pub cache: Cache,
     pub store: Store,
     pub modules: Arc<Vec<ModuleStatus>>,
+    pub metric_sources: Arc<Vec<Arc<dyn crate::module::MetricsSource>>>,
     pub started: Instant,
     /// The API server's version, filled in once it answers.
     pub api_server_version: Arc<OnceLock<String>>,

@@ -221,6 +221,9 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
             );
         }
     }
+    for source in state.metric_sources.iter() {
+        source.render(&mut page);
+    }
     page.family("netlet_ready", "1 when /readyz answers 200.", MetricType::Gauge);
     page.sample("netlet_ready", &[], u8::from(not_ready(&state).is_empty()));
     if let Some(rss) = resident_bytes() {

@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod handler;
+mod metrics;
 pub mod protocol;
 pub mod report;
 mod server;

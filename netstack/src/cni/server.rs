@@ -12,12 +12,16 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 
 use super::handler::Handler;
+use super::metrics::CniMetrics;
 use super::protocol::{Request, Response};
 use super::spec::{code, CniError};
-use crate::module::{Module, ModuleContext, ModuleError};
+use crate::module::{MetricsSource, Module, ModuleContext, ModuleError, ModuleStatus};
 use crate::wire::Netlink;
 
-pub struct CniModule;
+#[derive(Default)]
+pub struct CniModule {
+    metrics: Arc<CniMetrics>,
+}
 
 impl Module for CniModule {
     fn name(&self) -> &'static str {
@@ -25,11 +29,15 @@ impl Module for CniModule {
     }
 
     fn run(self: Box<Self>, ctx: ModuleContext) -> BoxFuture<'static, Result<(), ModuleError>> {
-        Box::pin(run(ctx))
+        Box::pin(run(ctx, self.metrics))
+    }
+
+    fn metrics(&self) -> Option<Arc<dyn MetricsSource>> {
+        Some(self.metrics.clone())
     }
 }
 
-async fn run(ctx: ModuleContext) -> Result<(), ModuleError> {
+async fn run(ctx: ModuleContext, metrics: Arc<CniMetrics>) -> Result<(), ModuleError> {
     let start = Instant::now();
     tokio::select! {
         _ = ctx.cancel.cancelled() => return Ok(()),
@@ -62,8 +70,8 @@ async fn run(ctx: ModuleContext) -> Result<(), ModuleError> {
         };
         match conn {
             Ok((stream, _)) => {
-                let (h, status) = (handler.clone(), ctx.status.clone());
-                tokio::spawn(async move { serve(stream, h, status).await });
+                let (h, status, m) = (handler.clone(), ctx.status.clone(), metrics.clone());
+                tokio::spawn(async move { serve(stream, h, status, m).await });
             }
             Err(e) => tracing::warn!(error = %e, "CNI socket accept failed"),
         }
@@ -84,7 +92,7 @@ fn bind(socket: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
-async fn serve(stream: UnixStream, handler: Arc<Mutex<Handler>>, status: crate::module::ModuleStatus) {
+async fn serve(stream: UnixStream, handler: Arc<Mutex<Handler>>, status: ModuleStatus, metrics: Arc<CniMetrics>) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     if BufReader::new(read).read_line(&mut line).await.is_err() {
@@ -96,6 +104,11 @@ async fn serve(stream: UnixStream, handler: Arc<Mutex<Handler>>, status: crate::
             // One operation at a time: the pools and the store stay
             // consistent without finer locking.
             let result = handler.lock().await.handle(&req).await;
+            metrics.observe(
+                req.command.as_str(),
+                result.as_ref().map(drop).map_err(|e| e.code),
+                start.elapsed(),
+            );
             // A refused request is the runtime's answer, not the module's
             // ill health: it counts as a pass.
             status.record_reconcile::<String>(start.elapsed(), Ok(()));
