@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deps build sandbox test unit lint bench-memory release clean
+.PHONY: deps build sandbox test unit lint bench-memory bench-cni release clean
 
 deps:
 	@scripts/install-deps.sh
@@ -33,6 +33,11 @@ release: deps
 ## Agent memory after syncing 1,000 Services / 5,000 endpoints / 1,000 Pods.
 bench-memory: release
 	$(CARGO) run --release -p bench --bin cache-memory -- --netlet target/release/netlet
+
+## CNI ADD+DEL latency, netlet against the reference bridge + host-local plugins.
+bench-cni: release
+	@scripts/install-deps.sh bench
+	$(CARGO) run --release -p bench --bin cni-latency -- --netlet target/release/netlet
 
 clean:
 	$(CARGO) clean

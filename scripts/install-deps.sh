@@ -13,13 +13,19 @@ needs=(
   "socat:socat"
   "ping:iputils-ping"
 )
+# Benchmarks compare against the reference CNI plugins.
+[ "${1:-}" = bench ] && needs+=("/usr/lib/cni/bridge:containernetworking-plugins")
 # kubectl: any kubectl will do (some images ship one outside Debian's).
 command -v kubectl >/dev/null 2>&1 || needs+=("kubectl:kubernetes-client")
 
 missing=()
 for pair in "${needs[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  if [ "${cmd#/}" != "$cmd" ]; then
+    [ -e "$cmd" ] || missing+=("$pkg")   # a path, not a command
+  else
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  fi
 done
 
 if ! command -v cargo >/dev/null 2>&1; then

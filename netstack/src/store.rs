@@ -164,6 +164,29 @@ impl Store {
         Ok(out)
     }
 
+    /// Applies every change in `batch` in one durable transaction: one
+    /// disk sync however many trees it touches.
+    pub fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        self.write("batch", |txn| {
+            for op in &batch.ops {
+                match op {
+                    BatchOp::Insert { tree, key, value } => {
+                        txn.open_table(TableDefinition::<&str, &[u8]>::new(tree))?
+                            .insert(key.as_str(), value.as_slice())?;
+                    }
+                    BatchOp::Remove { tree, key } => {
+                        txn.open_table(TableDefinition::<&str, &[u8]>::new(tree))?
+                            .remove(key.as_str())?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// A typed view of one named tree (see [`trees`]).
     pub fn tree<V>(&self, name: &str) -> Tree<V> {
         Tree {
@@ -176,6 +199,37 @@ impl Store {
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         std::fs::metadata(self.path.join(DB_FILE)).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+enum BatchOp {
+    Insert { tree: String, key: String, value: Vec<u8> },
+    Remove { tree: String, key: String },
+}
+
+/// Changes to several trees, committed together by [`Store::commit`].
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<BatchOp>,
+}
+
+impl Batch {
+    pub fn insert<V: Serialize + DeserializeOwned>(&mut self, tree: &Tree<V>, key: &str, value: &V) -> &mut Self {
+        let value = serde_json::to_vec(value).expect("store values are plain data and always serialize");
+        self.ops.push(BatchOp::Insert {
+            tree: tree.name.clone(),
+            key: key.to_string(),
+            value,
+        });
+        self
+    }
+
+    pub fn remove<V>(&mut self, tree: &Tree<V>, key: &str) -> &mut Self {
+        self.ops.push(BatchOp::Remove {
+            tree: tree.name.clone(),
+            key: key.to_string(),
+        });
+        self
     }
 }
 
@@ -342,6 +396,24 @@ mod tests {
         assert!(t.compare_and_swap("k", Some(&a), &b).unwrap());
         assert_eq!(t.remove("k").unwrap(), Some(b));
         assert!(t.is_empty().unwrap());
+    }
+
+    #[test]
+    fn a_batch_commits_across_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let leases = store.tree::<Lease>("a");
+        let other = store.tree::<String>("b");
+        leases.insert("gone", &Lease { ip: "x".into() }).unwrap();
+        let mut batch = Batch::default();
+        batch
+            .insert(&leases, "k", &Lease { ip: "10.0.0.2".into() })
+            .insert(&other, "k", &"v".to_string())
+            .remove(&leases, "gone");
+        store.commit(batch).unwrap();
+        assert_eq!(leases.get("k").unwrap(), Some(Lease { ip: "10.0.0.2".into() }));
+        assert_eq!(other.get("k").unwrap().as_deref(), Some("v"));
+        assert_eq!(leases.get("gone").unwrap(), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::protocol::Request;
 use super::spec::{code, AddResult, CniError, Command, Dns, Interface, IpConfig, Route};
 use crate::config::Config;
-use crate::store::{trees, Store, StoreError, Tree};
+use crate::store::{trees, Batch, Store, StoreError, Tree};
 use crate::wire::{self, Netlink, PodInterface, WireError, GATEWAY_V4, GATEWAY_V6};
 
 /// What the agent remembers of one pod interface.
@@ -31,6 +31,7 @@ pub struct Handler {
     pub pools: NodePools,
     leases: Tree<Vec<Lease>>,
     attachments: Tree<Attachment>,
+    store: Store,
     host: Netlink,
     config: std::sync::Arc<Config>,
 }
@@ -79,15 +80,16 @@ impl Handler {
             pools,
             leases,
             attachments: store.tree(trees::CNI_ATTACHMENTS),
+            store: store.clone(),
             host,
             config,
         })
     }
 
-    /// After a restart: an ADD that was cut off between taking its lease
-    /// and recording its attachment never answered the runtime, so its
-    /// lease and any interface it made are released; host interfaces that
-    /// no attachment names are leftovers of such crashes and are removed.
+    /// After a restart: host interfaces that no attachment names are what
+    /// an ADD cut off before its commit left, and are removed. A lease
+    /// without an attachment (which one commit writes together, so only a
+    /// damaged store has one) is released.
     pub async fn reconcile_at_start(&mut self) -> Result<(), CniError> {
         let attachments = self.attachments.scan_prefix("").map_err(store_err)?;
         let attached: BTreeSet<LeaseKey> = attachments.iter().map(|(_, a)| a.key.clone()).collect();
@@ -150,13 +152,6 @@ impl Handler {
             AllocError::Exhausted { .. } => CniError::new(code::POOL_EXHAUSTED, e.to_string(), ""),
             other => CniError::new(code::TRY_AGAIN_LATER, other.to_string(), ""),
         })?;
-        // The lease is on disk before the interface exists, so a crash in
-        // between leaves a lease that GC finds, never an address in use
-        // that the store does not know.
-        if let Err(e) = self.leases.insert(&key_string(&key), &leases) {
-            self.pools.release(&key);
-            return Err(store_err(e));
-        }
         let addresses: Vec<IpAddr> = leases.iter().map(|l| l.address).collect();
         let spec = PodInterface {
             container_id: key.container_id.clone(),
@@ -168,7 +163,7 @@ impl Handler {
         let wired = match wire::wire(&self.host, &spec).await {
             Ok(w) => w,
             Err(e) => {
-                self.release(&key)?;
+                self.pools.release(&key);
                 return Err(wire_err(e));
             }
         };
@@ -179,9 +174,19 @@ impl Handler {
             pod: pod.clone(),
             addresses: addresses.clone(),
         };
-        if let Err(e) = self.attachments.insert(&key_string(&key), &attachment) {
+        // Lease and attachment reach the disk together, in one sync, before
+        // the runtime hears of them. A crash before this leaves only an
+        // interface no attachment names, which the next start removes; a
+        // crash after it leaves a complete record for DEL or GC.
+        let mut batch = Batch::default();
+        batch.insert(&self.leases, &key_string(&key), &leases).insert(
+            &self.attachments,
+            &key_string(&key),
+            &attachment,
+        );
+        if let Err(e) = self.store.commit(batch) {
             let _ = wire::unwire(&self.host, &key.container_id, &key.ifname).await;
-            self.release(&key)?;
+            self.pools.release(&key);
             return Err(store_err(e));
         }
         tracing::info!(pod = ?pod, addresses = ?addresses, "pod interface added");
@@ -256,10 +261,17 @@ impl Handler {
         }
     }
 
-    /// Returns `key`'s addresses to the pool and forgets them on disk.
+    /// Returns `key`'s addresses to the pool and forgets its lease and
+    /// attachment on disk, in one sync, and only if there is something to
+    /// forget (a repeated DEL costs no disk write).
     fn release(&mut self, key: &LeaseKey) -> Result<(), CniError> {
-        self.pools.release(key);
-        self.leases.remove(&key_string(key)).map_err(store_err)?;
+        let held = !self.pools.release(key).is_empty();
+        let k = key_string(key);
+        if held || self.attachments.get(&k).map_err(store_err)?.is_some() {
+            let mut batch = Batch::default();
+            batch.remove(&self.leases, &k).remove(&self.attachments, &k);
+            self.store.commit(batch).map_err(store_err)?;
+        }
         Ok(())
     }
 
@@ -269,9 +281,7 @@ impl Handler {
         wire::unwire(&self.host, &key.container_id, &key.ifname)
             .await
             .map_err(wire_err)?;
-        self.release(key)?;
-        self.attachments.remove(&key_string(key)).map_err(store_err)?;
-        Ok(())
+        self.release(key)
     }
 
     async fn check(&mut self, req: &Request) -> Result<(), CniError> {
