@@ -44,6 +44,25 @@ impl MetricsPage {
         self
     }
 
+    /// A family with one series per item, each labelled `label` with the
+    /// name `f` gives it.
+    pub fn each<T>(
+        &mut self,
+        name: &str,
+        help: &str,
+        ty: MetricType,
+        label: &str,
+        items: &[T],
+        f: impl Fn(&T) -> (&str, f64),
+    ) -> &mut Self {
+        self.family(name, help, ty);
+        for item in items {
+            let (value_label, value) = f(item);
+            self.sample(name, &[(label, value_label)], value);
+        }
+        self
+    }
+
     /// Writes a histogram's `_bucket`, `_sum` and `_count` series.
     pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &HistogramSnapshot) -> &mut Self {
         let bucket = format!("{name}_bucket");

@@ -44,10 +44,19 @@ fn resource_entries(r: &Resource) -> Vec<Value> {
         "update",
         "watch",
     ];
-    let mut out = vec![
-        json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-                              "kind": r.kind, "verbs": verbs, "shortNames": r.short_names}),
-    ];
+    let mut main = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+                          "kind": r.kind, "verbs": verbs});
+    if !r.short_names.is_empty() {
+        main["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        main["categories"] = json!(r.categories);
+    }
+    let mut out = vec![main];
+    if r.kind == "Pod" && r.group.is_empty() {
+        out.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true,
+                        "kind": "Binding", "verbs": ["create"]}));
+    }
     if r.status {
         out.push(
             json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
@@ -75,53 +84,27 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 
-fn group_version_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
+/// The OpenAPI v2 protobuf content type, in the spelling Go's
+/// `mime.ParseMediaType` accepts (the `@v1.0` one clients also send in
+/// Accept is not a valid media type, and client-go refuses a response
+/// labelled with it).
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `GET /openapi/v2`: an empty document. kubectl validates manifests on
+/// the client against it (all versions when `/openapi/v3` is missing, as
+/// here) and refuses to create anything when it cannot be fetched; finding
+/// no schema for a kind, it skips validation. Asked for protobuf (what
+/// kubectl asks for), the empty document is zero bytes. The stand-in does
+/// no schema validation on the server either.
+pub fn openapi_v2(accept: &str) -> (&'static str, Vec<u8>) {
+    if accept.contains("protobuf") {
+        (OPENAPI_V2_PROTOBUF, Vec::new())
     } else {
-        format!("apis/{group}/{version}")
+        let doc = json!({"swagger": "2.0", "info": {"title": "Kubernetes API stand-in", "version": "v1.33.0"},
+                         "paths": {}, "definitions": {}});
+        (
+            "application/json",
+            serde_json::to_vec(&doc).expect("JSON values serialize"),
+        )
     }
-}
-
-/// `GET /openapi/v3`: where each group version's document is.
-pub fn openapi_root() -> Value {
-    let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
-    gvs.extend(groups());
-    let paths: serde_json::Map<String, Value> = gvs
-        .into_iter()
-        .map(|(g, v)| {
-            let p = group_version_path(g, v);
-            let url = format!("/openapi/v3/{p}");
-            (p, json!({"serverRelativeURL": url}))
-        })
-        .collect();
-    json!({"paths": paths})
-}
-
-/// `GET /openapi/v3/<group version>`: only what kubectl reads, namely that
-/// PATCH of each kind takes the `fieldValidation` query parameter. Seeing
-/// it, kubectl leaves validation to the server (which the stand-in does
-/// not do) instead of downloading full schemas to validate locally.
-pub fn openapi_group_version(path: &str) -> Option<Value> {
-    let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
-    gvs.extend(groups());
-    let (group, version) = gvs.into_iter().find(|(g, v)| group_version_path(g, v) == path)?;
-    let paths: serde_json::Map<String, Value> = RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-        .map(|r| {
-            let item = if r.namespaced {
-                format!("/{path}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
-            } else {
-                format!("/{path}/{}/{{name}}", r.plural)
-            };
-            let patch = json!({
-                "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
-                "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "OK"}},
-            });
-            (item, json!({"patch": patch}))
-        })
-        .collect();
-    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes API stand-in", "version": version}, "paths": paths}))
 }

@@ -1,4 +1,5 @@
-//! Request routing: paths as the Kubernetes REST API lays them out.
+//! Request routing: paths, verbs, query parameters and content types as
+//! the Kubernetes REST API lays them out.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,16 +11,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::objects::{self, Part, PatchKind};
+use crate::discovery;
+use crate::objects::{self, Part, PatchKind, Written};
 use crate::registry::{self, Resource};
 use crate::selector::Selector;
 use crate::status::ApiError;
-use crate::store::Shared;
+use crate::store::{Shared, State as Store};
+use crate::table::{self, IncludeObject};
 use crate::watch::{self, WatchRequest};
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Shared,
+    /// host:port, as discovery reports it.
     pub server: String,
 }
 
@@ -52,6 +56,81 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
     })
 }
 
+/// The parts of a request a resource handler reads.
+struct Request<'a> {
+    method: Method,
+    query: &'a HashMap<String, String>,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+}
+
+impl Request<'_> {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        matches!(self.param(name), Some("true" | "1"))
+    }
+
+    fn header(&self, name: header::HeaderName) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    fn content_type(&self) -> &str {
+        self.header(header::CONTENT_TYPE).split(';').next().unwrap_or("").trim()
+    }
+
+    /// The Table flavour asked for, if kubectl wants a printable answer.
+    fn table(&self) -> Result<Option<IncludeObject>, ApiError> {
+        if !self.header(header::ACCEPT).contains("as=Table") {
+            return Ok(None);
+        }
+        IncludeObject::parse(self.param("includeObject"))
+            .map(Some)
+            .map_err(ApiError::bad_request)
+    }
+
+    fn selectors(&self) -> Result<(Selector, Selector), ApiError> {
+        let labels = Selector::labels(self.param("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+        let fields = Selector::fields(self.param("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+        Ok((labels, fields))
+    }
+
+    fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.param("dryRun") {
+            None => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!("dryRun must be \"All\", not {other:?}"))),
+        }
+    }
+
+    /// The body of a create or update: JSON, or YAML as the real server
+    /// also accepts. Protobuf is not spoken.
+    fn object(&self) -> Result<Value, ApiError> {
+        match self.content_type() {
+            "" | "application/json" => parse_json(self.body),
+            "application/yaml" => parse_yaml(self.body),
+            other => Err(ApiError::unsupported_media_type(
+                other,
+                "application/json, application/yaml",
+            )),
+        }
+    }
+}
+
+fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+fn parse_yaml(body: &Bytes) -> Result<Value, ApiError> {
+    serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))
+}
+
+fn json_with(code: StatusCode, v: Value) -> Response {
+    (code, Json(v)).into_response()
+}
+
 pub async fn handle(
     State(app): State<AppState>,
     method: Method,
@@ -62,215 +141,243 @@ pub async fn handle(
 ) -> Response {
     let path = uri.path().trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let found = match segs.as_slice() {
-        ["version"] => Some(Json(crate::discovery::version()).into_response()),
-        ["healthz" | "readyz" | "livez"] => Some("ok".into_response()),
-        ["api"] => Some(Json(crate::discovery::core_versions(&app.server)).into_response()),
-        ["apis"] => Some(Json(crate::discovery::group_list()).into_response()),
-        ["api", "v1"] => crate::discovery::resource_list("", "v1").map(|d| Json(d).into_response()),
-        ["apis", g] => crate::discovery::group(g).map(|d| Json(d).into_response()),
-        ["apis", g, v] => crate::discovery::resource_list(g, v).map(|d| Json(d).into_response()),
-        ["openapi", "v3"] => Some(Json(crate::discovery::openapi_root()).into_response()),
-        ["openapi", "v3", rest @ ..] => {
-            crate::discovery::openapi_group_version(&rest.join("/")).map(|d| Json(d).into_response())
+    let req = Request {
+        method: method.clone(),
+        query: &query,
+        headers: &headers,
+        body: &body,
+    };
+    let resp = route(&app, &segs, req).unwrap_or_else(|e| e.into_response());
+    tracing::debug!(%method, %uri, status = resp.status().as_u16(), "API stand-in request");
+    resp
+}
+
+fn route(app: &AppState, segs: &[&str], req: Request<'_>) -> Result<Response, ApiError> {
+    let read_only = req.method == Method::GET;
+    let doc = |d: Option<Value>| d.map(|d| Json(d).into_response()).ok_or_else(ApiError::no_such_path);
+    // Discovery answers are always the classic JSON documents; a client
+    // asking for aggregated discovery sees application/json and falls back.
+    match segs {
+        ["version"] if read_only => doc(Some(discovery::version())),
+        ["healthz" | "readyz" | "livez"] if read_only => Ok("ok".into_response()),
+        ["api"] if read_only => doc(Some(discovery::core_versions(&app.server))),
+        ["apis"] if read_only => doc(Some(discovery::group_list())),
+        ["api", "v1"] if read_only => doc(discovery::resource_list("", "v1")),
+        ["apis", g] if read_only => doc(discovery::group(g)),
+        ["apis", g, v] if read_only => doc(discovery::resource_list(g, v)),
+        ["openapi", "v2"] if read_only => {
+            let (ct, bytes) = discovery::openapi_v2(req.header(header::ACCEPT));
+            Ok(([(header::CONTENT_TYPE, ct)], bytes).into_response())
         }
         ["api", "v1", rest @ ..] => {
-            Some(resource(&app, parse_target("", "v1", rest), method, &query, &headers, &body).await)
+            let t = parse_target("", "v1", rest).ok_or_else(ApiError::no_such_path)?;
+            serve(app, t, req)
         }
         ["apis", g, v, rest @ ..] => {
-            Some(resource(&app, parse_target(g, v, rest), method, &query, &headers, &body).await)
+            let t = parse_target(g, v, rest).ok_or_else(ApiError::no_such_path)?;
+            serve(app, t, req)
         }
-        _ => None,
-    };
-    found.unwrap_or_else(|| {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response()
-    })
-}
-
-fn wants_table(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("as=Table"))
-}
-
-fn selectors(query: &HashMap<String, String>) -> Result<(Selector, Selector), ApiError> {
-    let labels = Selector::labels(query.get("labelSelector").map(String::as_str).unwrap_or(""))
-        .map_err(ApiError::bad_request)?;
-    let fields = Selector::fields(query.get("fieldSelector").map(String::as_str).unwrap_or(""))
-        .map_err(ApiError::bad_request)?;
-    Ok((labels, fields))
-}
-
-fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not JSON: {e}")))
+        _ => Err(ApiError::no_such_path()),
+    }
 }
 
 fn part_of(sub: Option<&str>, res: &Resource) -> Result<Part, ApiError> {
     match sub {
         None => Ok(Part::Main),
         Some("status") if res.status => Ok(Part::Status),
-        Some(other) => Err(ApiError::not_found(&format!("{}/{other}", res.plural), "")),
+        Some(_) => Err(ApiError::no_such_path()),
     }
 }
 
-async fn resource(
-    app: &AppState,
-    target: Option<Target>,
-    method: Method,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Response {
-    let Some(t) = target else {
-        return ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response();
-    };
-    match serve(app, t, method, query, headers, body).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
+fn patch_kind(req: &Request<'_>) -> Result<PatchKind, ApiError> {
+    match req.content_type() {
+        "application/merge-patch+json" => Ok(PatchKind::Merge),
+        "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
+        "application/json-patch+json" => Ok(PatchKind::Json),
+        "application/apply-patch+yaml" => {
+            if req.param("fieldManager").is_none() {
+                return Err(ApiError::bad_request(
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                ));
+            }
+            Ok(PatchKind::Apply)
+        }
+        other => Err(ApiError::unsupported_media_type(
+            other,
+            "application/json-patch+json, application/merge-patch+json, \
+             application/strategic-merge-patch+json, application/apply-patch+yaml",
+        )),
     }
 }
 
-async fn serve(
-    app: &AppState,
-    t: Target,
-    method: Method,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Response, ApiError> {
+/// Runs a write against the store, or against a copy of it for
+/// `dryRun=All`.
+fn write<T>(app: &AppState, dry_run: bool, f: impl FnOnce(&mut Store) -> Result<T, ApiError>) -> Result<T, ApiError> {
+    let mut st = crate::store::lock(&app.store);
+    if dry_run {
+        f(&mut st.dry_run_copy())
+    } else {
+        f(&mut st)
+    }
+}
+
+fn written(w: Written) -> Response {
+    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+    json_with(code, w.object)
+}
+
+fn list_doc(res: &Resource, rv: u64, items: Vec<Value>) -> Value {
+    json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
+           "metadata": {"resourceVersion": rv.to_string()}, "items": items})
+}
+
+fn serve(app: &AppState, t: Target, req: Request<'_>) -> Result<Response, ApiError> {
     let res = t.res;
     if t.namespace.is_some() && !res.namespaced {
-        return Err(ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        ));
+        return Err(ApiError::no_such_path());
     }
-    let ns = t.namespace.clone().unwrap_or_else(|| {
-        if res.namespaced {
-            "default".into()
+    // A namespaced kind outside /namespaces/{ns}/ is only listed and watched.
+    if res.namespaced && t.namespace.is_none() && (t.name.is_some() || req.method != Method::GET) {
+        return Err(if t.name.is_some() {
+            ApiError::no_such_path()
         } else {
-            String::new()
-        }
-    });
-    let watch = matches!(query.get("watch").map(String::as_str), Some("1" | "true"));
-    match (&method, t.name.as_deref()) {
-        (&Method::GET, None) if watch => {
-            let (labels, fields) = selectors(query)?;
-            let req = WatchRequest {
-                resource: res,
-                namespace: t.namespace.clone(),
-                labels,
-                fields,
-                resource_version: query.get("resourceVersion").and_then(|v| v.parse().ok()),
-                bookmarks: matches!(query.get("allowWatchBookmarks").map(String::as_str), Some("true" | "1")),
-                timeout: query
-                    .get("timeoutSeconds")
-                    .and_then(|v| v.parse().ok())
-                    .map(Duration::from_secs),
-            };
-            let stream = watch::stream(app.store.clone(), req);
-            Ok(Response::builder()
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from_stream(stream))
-                .expect("static response parts"))
-        }
+            ApiError::method_not_allowed()
+        });
+    }
+    let ns = t.namespace.clone().unwrap_or_default();
+    let dry_run = req.dry_run()?;
+    match (&req.method, t.name.as_deref()) {
+        (&Method::GET, None) if req.flag("watch") => watch(app, &t, &req),
         (&Method::GET, None) => {
-            let (labels, fields) = selectors(query)?;
-            let mut st = app.store.lock().expect("store lock");
+            let (labels, fields) = req.selectors()?;
+            let table = req.table()?;
+            let mut st = crate::store::lock(&app.store);
             *st.lists.entry(res.plural).or_default() += 1;
             let items: Vec<&Value> = st
                 .list(res, t.namespace.as_deref())
                 .map(|o| o.as_ref())
                 .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
                 .collect();
-            if wants_table(headers) {
-                return Ok(Json(crate::table::table(res, &items, st.rv)).into_response());
-            }
-            Ok(Json(
-                json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
-                            "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
-            )
+            // `limit` is not honoured: one page with everything and no
+            // `continue` is a valid answer to any limit.
+            Ok(Json(match table {
+                Some(include) => table::table(res, &items, st.rv, include),
+                None => list_doc(res, st.rv, items.into_iter().cloned().collect()),
+            })
             .into_response())
         }
         (&Method::GET, Some(name)) => {
             part_of(t.sub.as_deref(), res)?;
-            let st = app.store.lock().expect("store lock");
+            let table = req.table()?;
+            let st = crate::store::lock(&app.store);
             let obj = objects::get(&st, res, &ns, name)?;
-            if wants_table(headers) {
-                return Ok(Json(crate::table::table(res, &[obj.as_ref()], st.rv)).into_response());
-            }
-            Ok(Json(obj.as_ref().clone()).into_response())
+            Ok(Json(match table {
+                Some(include) => table::table(res, &[obj.as_ref()], st.rv, include),
+                None => obj.as_ref().clone(),
+            })
+            .into_response())
         }
         (&Method::POST, None) => {
-            let obj = parse_body(body)?;
-            let created = objects::create(&mut app.store.lock().expect("store lock"), res, &ns, obj)?;
-            Ok((StatusCode::CREATED, Json(created)).into_response())
+            let obj = req.object()?;
+            let created = write(app, dry_run, |st| objects::create(st, res, &ns, obj))?;
+            Ok(json_with(StatusCode::CREATED, created))
+        }
+        (&Method::POST, Some(name)) if t.sub.as_deref() == Some("binding") && res.kind == "Pod" => {
+            let binding = req.object()?;
+            let status = write(app, dry_run, |st| objects::bind(st, res, &ns, name, &binding))?;
+            Ok(json_with(StatusCode::CREATED, status))
         }
         (&Method::PUT, Some(name)) => {
             let part = part_of(t.sub.as_deref(), res)?;
-            let obj = parse_body(body)?;
-            let updated = objects::update(&mut app.store.lock().expect("store lock"), res, &ns, name, obj, part)?;
-            Ok(Json(updated).into_response())
+            let obj = req.object()?;
+            write(app, dry_run, |st| objects::update(st, res, &ns, name, obj, part)).map(written)
         }
         (&Method::PATCH, Some(name)) => {
             let part = part_of(t.sub.as_deref(), res)?;
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let kind = match ct.split(';').next().unwrap_or("").trim() {
-                "application/merge-patch+json" | "application/strategic-merge-patch+json" => PatchKind::Merge,
-                "application/json-patch+json" => PatchKind::Json,
-                other => return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"))),
+            let kind = patch_kind(&req)?;
+            let patch = match kind {
+                // Apply configurations are YAML (kube-rs sends JSON, which is YAML too).
+                PatchKind::Apply => parse_json(req.body).or_else(|_| parse_yaml(req.body))?,
+                _ => parse_json(req.body)?,
             };
-            let patch = parse_body(body)?;
-            let updated = objects::patch(
-                &mut app.store.lock().expect("store lock"),
-                res,
-                &ns,
-                name,
-                kind,
-                &patch,
-                part,
-            )?;
-            Ok(Json(updated).into_response())
+            write(app, dry_run, |st| {
+                objects::patch(st, res, &ns, name, kind, &patch, part)
+            })
+            .map(written)
         }
         (&Method::DELETE, Some(name)) => {
             if t.sub.is_some() {
-                return Err(ApiError::new(405, "MethodNotAllowed", "subresources cannot be deleted"));
+                return Err(ApiError::method_not_allowed());
             }
-            let gone = objects::delete(&mut app.store.lock().expect("store lock"), res, &ns, name)?;
+            let options = delete_options(&req)?;
+            let gone = write(app, dry_run, |st| objects::delete(st, res, &ns, name, &options))?;
             Ok(Json(gone).into_response())
         }
         (&Method::DELETE, None) => {
-            let (labels, fields) = selectors(query)?;
-            let mut st = app.store.lock().expect("store lock");
-            let names: Vec<(String, String)> = st
-                .list(res, t.namespace.as_deref())
-                .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
-                .map(|o| {
-                    (
-                        o["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
-                        o["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect();
-            let items: Vec<Value> = names
-                .iter()
-                .map(|(ns, name)| objects::delete(&mut st, res, ns, name))
-                .collect::<Result<_, _>>()?;
-            Ok(Json(
-                json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
-                            "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
-            )
-            .into_response())
+            let (labels, fields) = req.selectors()?;
+            let options = delete_options(&req)?;
+            let (items, rv) = write(app, dry_run, |st| {
+                let keys: Vec<(String, String)> = st
+                    .list(res, t.namespace.as_deref())
+                    .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
+                    .map(|o| {
+                        let m = &o["metadata"];
+                        (
+                            m["namespace"].as_str().unwrap_or("").to_string(),
+                            m["name"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect();
+                let items = keys
+                    .iter()
+                    .map(|(ns, name)| objects::delete(st, res, ns, name, &options))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((items, st.rv))
+            })?;
+            Ok(Json(list_doc(res, rv, items)).into_response())
         }
-        _ => Err(ApiError::new(
-            405,
-            "MethodNotAllowed",
-            format!("{method} is not supported on this path"),
-        )),
+        _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// DeleteOptions come in the body (kubectl, kube-rs); an empty body is none.
+fn delete_options(req: &Request<'_>) -> Result<Value, ApiError> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        Ok(Value::Null)
+    } else {
+        parse_json(req.body)
+    }
+}
+
+fn watch(app: &AppState, t: &Target, req: &Request<'_>) -> Result<Response, ApiError> {
+    let (labels, fields) = req.selectors()?;
+    let resource_version = match req.param("resourceVersion") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version {v:?}")))?,
+        ),
+    };
+    let timeout = match req.param("timeoutSeconds") {
+        None => None,
+        Some(v) => Some(Duration::from_secs(v.parse().map_err(|_| {
+            ApiError::bad_request(format!("timeoutSeconds must be a whole number of seconds, not {v:?}"))
+        })?)),
+    };
+    let w = WatchRequest {
+        resource: t.res,
+        namespace: t.namespace.clone(),
+        labels,
+        fields,
+        resource_version,
+        bookmarks: req.flag("allowWatchBookmarks"),
+        send_initial_events: req.flag("sendInitialEvents"),
+        timeout,
+        table: req.table()?,
+    };
+    let stream = watch::stream(app.store.clone(), w);
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .expect("static response parts"))
 }

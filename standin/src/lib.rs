@@ -2,13 +2,23 @@
 //! create, update, patch and delete of the kinds netlet watches, discovery,
 //! and Table output for kubectl, over plain HTTP on loopback.
 //!
-//! It is never the production path: the agent talks to it exactly as to a
-//! real API server. Deviations from a real server: no authentication or
-//! admission, no defaulting (Service ClusterIPs are not allocated), status
-//! given at create is kept, deletion is immediate (no graceful period),
-//! `limit` is ignored (a list is one page), and strategic merge patch is
-//! applied as a JSON merge patch.
+//! It is never the production path, but the agent talks to it exactly as
+//! to a real API server, so it follows the real one's rules: one global
+//! resourceVersion, optimistic concurrency, status subresources, selectors
+//! on lists and watches (an object leaving a watch's selection is sent as
+//! DELETED), 410 Gone for a watch resuming from a forgotten version,
+//! metav1 Status errors with the real codes, reasons and wording.
+//!
+//! Deviations from a real server (also listed in the README of the crate's
+//! callers): no authentication, admission or kind-specific validation;
+//! defaulting only of the fields netlet reads and no allocation (Services
+//! get no ClusterIP); status given at create is kept; deletion is
+//! immediate unless finalizers hold it (no grace periods, namespaces take
+//! their contents with them at once); `limit` is ignored (a list is one
+//! page); server-side apply merges without tracking field owners;
+//! protobuf request bodies are refused (415), responses are always JSON.
 
+mod defaults;
 mod discovery;
 mod http;
 mod objects;
@@ -17,7 +27,9 @@ mod registry;
 mod selector;
 mod status;
 mod store;
+mod strategic;
 mod table;
+mod validate;
 mod watch;
 
 use std::net::SocketAddr;
@@ -27,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use registry::{Resource, RESOURCES};
+pub use registry::{NameRule, Resource, RESOURCES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -78,7 +90,7 @@ impl ApiServer {
         })?;
         let store = Arc::new(Mutex::new(store::State::new(opts.history)));
         {
-            let mut st = store.lock().expect("store lock");
+            let mut st = store::lock(&store);
             let ns = registry::find("", "v1", "namespaces").expect("namespaces are served");
             for name in SYSTEM_NAMESPACES {
                 objects::create(&mut st, ns, "", serde_json::json!({"metadata": {"name": name}}))
@@ -127,35 +139,38 @@ impl ApiServer {
     /// history, so a watcher resuming from its last resourceVersion gets
     /// 410 Gone and must list again.
     pub fn expire_watches(&self) {
-        self.store.lock().expect("store lock").compact();
+        store::lock(&self.store).compact();
     }
 
-    /// LIST requests (not watches) served for a resource plural.
+    /// LIST requests (not watches) served for a resource plural, e.g.
+    /// "pods": a watcher that relists shows up here.
     pub fn list_requests(&self, plural: &str) -> u64 {
-        self.store
-            .lock()
-            .expect("store lock")
-            .lists
-            .get(plural)
-            .copied()
-            .unwrap_or(0)
+        store::lock(&self.store).lists.get(plural).copied().unwrap_or(0)
     }
 
+    /// Stops serving and waits (a few seconds at most) for open requests.
     pub async fn shutdown(mut self) {
-        self.stop.cancel();
-        // Open watches end with the store's watch token.
-        self.store.lock().expect("store lock").watches.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        self.stop_serving();
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+                tracing::warn!("API stand-in requests still open after {SHUTDOWN_GRACE:?}; dropping them");
+                task.abort();
+            }
         }
+    }
+
+    fn stop_serving(&self) {
+        self.stop.cancel();
+        // Open watches end with the store's watch token; graceful shutdown
+        // would otherwise wait for them.
+        store::lock(&self.store).watches.cancel();
     }
 }
 
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        self.stop.cancel();
-        if let Ok(st) = self.store.lock() {
-            st.watches.cancel();
-        }
+        self.stop_serving();
     }
 }

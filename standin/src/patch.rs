@@ -1,6 +1,5 @@
-//! Patches: JSON merge patch (RFC 7386; strategic merge patch is treated as
-//! one, which is right for the maps and scalars netlet's callers patch) and
-//! JSON patch (RFC 6902).
+//! JSON merge patch (RFC 7386) and JSON patch (RFC 6902). Strategic merge
+//! patch is in `strategic.rs`.
 
 use serde_json::Value;
 
@@ -31,6 +30,10 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
         let path = op["path"].as_str().ok_or(format!("operation {i} has no \"path\""))?;
         let result = match name {
             "add" => add(target, path, op["value"].clone()),
+            "replace" if path.is_empty() => {
+                *target = op["value"].clone();
+                Ok(())
+            }
             "replace" => remove(target, path).and_then(|_| add(target, path, op["value"].clone())),
             "remove" => remove(target, path).map(drop),
             "test" => match target.pointer(path) {

@@ -12,12 +12,33 @@ use tokio_util::sync::CancellationToken;
 
 use crate::registry::Resource;
 
-/// Identity of a stored object.
+/// Identity of a stored object. The group is part of it because two
+/// groups serve `events`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {
+    pub group: &'static str,
     pub plural: &'static str,
     pub namespace: String,
     pub name: String,
+}
+
+impl Key {
+    pub fn new(res: &Resource, namespace: &str, name: &str) -> Key {
+        Key {
+            group: res.group,
+            plural: res.plural,
+            namespace: if res.namespaced {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        }
+    }
+
+    pub fn is_of(&self, res: &Resource) -> bool {
+        self.group == res.group && self.plural == res.plural
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +54,7 @@ pub enum EventType {
 #[derive(Debug, Clone)]
 pub struct Change {
     pub rv: u64,
-    pub plural: &'static str,
+    pub resource: &'static Resource,
     pub ty: EventType,
     pub object: Arc<Value>,
     pub old: Option<Arc<Value>>,
@@ -50,6 +71,9 @@ pub struct State {
     /// Cancelled to close every open watch (simulated compaction).
     pub watches: CancellationToken,
     pub lists: HashMap<&'static str, u64>,
+    /// A copy for a `dryRun=All` request: writes are checked and answered
+    /// but neither kept nor announced.
+    dry_run: bool,
 }
 
 impl State {
@@ -64,6 +88,22 @@ impl State {
             tx,
             watches: CancellationToken::new(),
             lists: HashMap::new(),
+            dry_run: false,
+        }
+    }
+
+    /// A throwaway copy to run a dry-run write against.
+    pub fn dry_run_copy(&self) -> State {
+        State {
+            rv: self.rv,
+            compacted: self.compacted,
+            objects: self.objects.clone(),
+            history: VecDeque::new(),
+            history_cap: 0,
+            tx: self.tx.clone(),
+            watches: self.watches.clone(),
+            lists: HashMap::new(),
+            dry_run: true,
         }
     }
 
@@ -73,20 +113,34 @@ impl State {
     }
 
     /// Records and broadcasts a change whose object already carries `rv`.
-    pub fn publish(&mut self, res: &Resource, ty: EventType, object: Arc<Value>, old: Option<Arc<Value>>, rv: u64) {
+    pub fn publish(
+        &mut self,
+        res: &'static Resource,
+        ty: EventType,
+        object: Arc<Value>,
+        old: Option<Arc<Value>>,
+        rv: u64,
+    ) {
+        if self.dry_run {
+            return;
+        }
         let change = Change {
             rv,
-            plural: res.plural,
+            resource: res,
             ty,
             object,
             old,
         };
-        if self.history.len() == self.history_cap {
-            if let Some(dropped) = self.history.pop_front() {
-                self.compacted = dropped.rv;
+        if self.history.len() >= self.history_cap {
+            match self.history.pop_front() {
+                Some(dropped) => self.compacted = dropped.rv,
+                // No history at all: nothing before this change can be resumed from.
+                None => self.compacted = rv,
             }
         }
-        self.history.push_back(change.clone());
+        if self.history_cap > 0 {
+            self.history.push_back(change.clone());
+        }
         // No receivers is fine: nobody is watching.
         let _ = self.tx.send(change);
     }
@@ -109,9 +163,49 @@ impl State {
     ) -> impl Iterator<Item = &'a Arc<Value>> + 'a {
         self.objects
             .iter()
-            .filter(move |(k, _)| k.plural == res.plural && namespace.is_none_or(|ns| k.namespace == ns))
+            .filter(move |(k, _)| k.is_of(res) && namespace.is_none_or(|ns| k.namespace == ns))
             .map(|(_, v)| v)
     }
 }
 
 pub type Shared = Arc<Mutex<State>>;
+
+/// Locks the store. A panic elsewhere while it was held leaves the state
+/// as consistent as each write step is, so carry on rather than take the
+/// whole server down with a poisoned lock.
+pub fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::find;
+
+    #[test]
+    fn history_is_bounded_and_compaction_forgets_it() {
+        let pods = find("", "v1", "pods").unwrap();
+        let mut s = State::new(2);
+        for _ in 0..3 {
+            let rv = s.next_rv();
+            s.publish(pods, EventType::Added, Arc::new(Value::Null), None, rv);
+        }
+        assert_eq!(s.history.len(), 2);
+        assert_eq!(s.compacted, 2, "the first change (rv 2) was dropped");
+        s.compact();
+        assert!(s.history.is_empty());
+        assert_eq!(s.compacted, s.rv);
+    }
+
+    #[test]
+    fn a_dry_run_copy_announces_nothing() {
+        let pods = find("", "v1", "pods").unwrap();
+        let s = State::new(10);
+        let mut rx = s.tx.subscribe();
+        let mut dry = s.dry_run_copy();
+        let rv = dry.next_rv();
+        dry.publish(pods, EventType::Added, Arc::new(Value::Null), None, rv);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(s.rv, 1);
+    }
+}

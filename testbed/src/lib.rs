@@ -1,11 +1,19 @@
-//! Network namespaces for tests and the sandbox: each gets a unique name,
-//! and is removed (with every process still inside it) when dropped, even
-//! when a test panics, because Drop runs while unwinding.
+//! Network namespaces for tests and the sandbox: each gets a unique name and
+//! is removed (with every process still inside it) when dropped, even when a
+//! test panics, because Drop runs while unwinding.
+//!
+//! A namespace is made natively (a dedicated thread unshares its network
+//! namespace and bind-mounts it at `/run/netns/NAME`, as `ip netns add`
+//! does), so `ip netns`, `ip -n NAME` and CNI plugins given
+//! `CNI_NETNS=/run/netns/NAME` all see it.
 
+mod error;
 mod netns;
+mod nsfs;
 mod privileges;
 mod veth;
 
-pub use netns::{Error, Netns};
+pub use error::Error;
+pub use netns::{run_in, Netns};
 pub use privileges::{privileged, require_privileges};
 pub use veth::{veth, VethPair};

@@ -1,121 +1,164 @@
-//! Named network namespaces, as `ip netns` sees them (`/run/netns/NAME`).
+//! Named network namespaces, as `ip netns` sees them (`/run/netns/NAME`),
+//! owned by a value that removes them on drop.
 
-use std::fs::File;
-use std::path::PathBuf;
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{kill, Signal};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("`{cmd}` failed: {stderr}")]
-    Command { cmd: String, stderr: String },
-    #[error("cannot run `{cmd}`: {source}")]
-    Spawn {
-        cmd: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
+use crate::nsfs::{self, RUN_DIR};
+use crate::Error;
 
-/// A network namespace removed on drop.
+/// A network namespace, removed on drop together with every process inside.
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    path: PathBuf,
+    remove_on_drop: bool,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// `nl-<prefix>-<pid>-<n>`: unique among live processes, short because
+/// tests derive interface names from it.
+fn unique_name(prefix: &str, pid: u32, n: u32) -> String {
+    format!("nl-{prefix}-{pid}-{n}")
+}
+
+/// A prefix becomes part of a file name under /run/netns.
+fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 impl Netns {
-    /// Creates `nl-<prefix>-<pid>-<n>` with `lo` up.
+    /// Creates `nl-<prefix>-<pid>-<n>` with `lo` up. `prefix` is made of
+    /// ASCII letters, digits, `-` and `_`.
     pub fn new(prefix: &str) -> Result<Netns, Error> {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("nl-{prefix}-{}-{n}", std::process::id());
-        run(&["ip", "netns", "add", &name])?;
-        let ns = Netns { name };
-        run(&["ip", "-n", &ns.name, "link", "set", "lo", "up"])?;
-        Ok(ns)
+        if !valid_prefix(prefix) {
+            return Err(Error::InvalidPrefix(prefix.to_string()));
+        }
+        loop {
+            let name = unique_name(prefix, std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+            let path = Path::new(RUN_DIR).join(&name);
+            if path.exists() {
+                // Left behind by a killed process that had our pid.
+                tracing::warn!(netns = %name, "stale network namespace; skipping its name");
+                continue;
+            }
+            nsfs::create(&path)?;
+            tracing::debug!(netns = %name, "network namespace created");
+            return Ok(Netns {
+                name,
+                path,
+                remove_on_drop: true,
+            });
+        }
+    }
+
+    /// Takes ownership of an existing named namespace (`/run/netns/NAME`):
+    /// it is removed when the returned value drops.
+    pub fn adopt(name: &str) -> Result<Netns, Error> {
+        let path = Path::new(RUN_DIR).join(name);
+        if name.contains('/') || !path.exists() {
+            return Err(Error::NotFound(name.to_string()));
+        }
+        Ok(Netns {
+            name: name.to_string(),
+            path,
+            remove_on_drop: true,
+        })
+    }
+
+    /// Leaves the namespace in place (drop no longer removes it) and
+    /// returns its name, e.g. for state that must outlive this process.
+    pub fn persist(mut self) -> String {
+        self.remove_on_drop = false;
+        std::mem::take(&mut self.name)
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// `/run/netns/NAME`, the form CNI_NETNS takes.
     pub fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
+        self.path.clone()
     }
 
-    /// Runs `argv` inside the namespace (`ip netns exec`).
+    /// A command that runs inside the namespace (its network namespace
+    /// only: unlike `ip netns exec`, `/sys` is not remounted). Processes
+    /// spawned from it that are still alive when the namespace drops are
+    /// killed.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let path = CString::new(self.path.as_os_str().as_bytes()).expect("netns paths contain no NUL");
+        let mut cmd = Command::new(program);
+        // SAFETY: enter_raw makes only async-signal-safe calls and does not
+        // allocate, as required between fork and exec.
+        unsafe { cmd.pre_exec(move || nsfs::enter_raw(&path)) };
+        cmd
+    }
+
+    /// Runs `argv` inside the namespace and waits for it. Panics if the
+    /// program cannot be started (this is test support: a missing tool is
+    /// a broken test machine).
     pub fn exec(&self, argv: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(argv)
+        let (program, args) = argv.split_first().expect("exec needs a program to run");
+        self.command(program)
+            .args(args)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run ip netns exec {}: {e}", self.name))
+            .unwrap_or_else(|e| panic!("cannot run {argv:?} in network namespace {}: {e}", self.name))
     }
 
-    /// Runs `f` on a fresh thread that has entered the namespace. A netns
-    /// belongs to a thread, so the caller's thread (maybe a runtime worker)
-    /// never changes namespace.
+    /// Runs `f` on a fresh thread that has entered the namespace, and
+    /// returns its result. A network namespace belongs to a thread, so the
+    /// caller's thread (maybe an async runtime worker) never changes
+    /// namespace. Sockets made by `f` stay in the namespace wherever they
+    /// are used afterwards. A panic in `f` resumes in the caller.
     pub fn run<F, R>(&self, f: F) -> R
     where
         F: FnOnce() -> R + Send,
         R: Send,
     {
-        let path = self.path();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                let file = File::open(&path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-                setns(file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
+        run_in(&self.path, f).unwrap_or_else(|e| panic!("{e}"))
     }
+}
 
-    /// PIDs of processes inside the namespace.
-    fn pids(&self) -> Vec<i32> {
-        let out = Command::new("ip").args(["netns", "pids", &self.name]).output();
-        out.map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-    }
+/// [`Netns::run`] for a namespace this process does not own, given by its
+/// path (e.g. `/run/netns/NAME` or `/proc/PID/ns/net`). Fails if the
+/// namespace cannot be entered.
+pub fn run_in<F, R>(path: &Path, f: F) -> Result<R, Error>
+where
+    F: FnOnce() -> R + Send,
+    R: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| nsfs::enter(path).map(|()| f()))
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        for pid in self.pids() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        if !self.remove_on_drop {
+            return;
         }
-        if let Err(e) = run(&["ip", "netns", "delete", &self.name]) {
-            // Drop cannot fail; say so loudly so a leak is noticed.
-            eprintln!("testbed: cannot remove network namespace {}: {e}", self.name);
+        for pid in nsfs::pids_inside(&self.path) {
+            let _ = kill(pid, Signal::SIGKILL);
         }
-    }
-}
-
-pub(crate) fn run(argv: &[&str]) -> Result<(), Error> {
-    let cmd = argv.join(" ");
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .map_err(|source| Error::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Command {
-            cmd,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        match nsfs::remove(&self.path) {
+            Ok(()) => tracing::debug!(netns = %self.name, "network namespace removed"),
+            // Drop cannot fail; say so on stderr, which a test run shows,
+            // so that a leak is noticed.
+            Err(e) => eprintln!("testbed: network namespace {} is left behind: {e}", self.name),
+        }
     }
 }
 
@@ -123,63 +166,24 @@ pub(crate) fn run(argv: &[&str]) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    fn exists(name: &str) -> bool {
-        std::path::Path::new("/run/netns").join(name).exists()
+    #[test]
+    fn names_carry_prefix_pid_and_counter() {
+        assert_eq!(unique_name("pod", 4242, 7), "nl-pod-4242-7");
     }
 
     #[test]
-    fn created_isolated_and_removed_on_drop() {
-        if !crate::require_privileges("netns::created_isolated_and_removed_on_drop") {
-            return;
+    fn prefixes_must_be_file_name_safe() {
+        assert!(valid_prefix("pod_a-1"));
+        for bad in ["", "a/b", "..", "a b", "ä"] {
+            assert!(!valid_prefix(bad), "{bad:?}");
         }
-        let ns = Netns::new("t").unwrap();
-        let name = ns.name().to_string();
-        assert!(exists(&name));
-        let out = ns.exec(&["ip", "-o", "link"]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(text.lines().count(), 1, "only lo: {text}");
-        assert!(text.contains("lo:") && text.contains("UP"), "{text}");
-        drop(ns);
-        assert!(!exists(&name));
+        assert!(matches!(Netns::new("a/b"), Err(Error::InvalidPrefix(_))));
     }
 
     #[test]
-    fn removed_when_a_test_panics() {
-        if !crate::require_privileges("netns::removed_when_a_test_panics") {
-            return;
-        }
-        let mut name = String::new();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let ns = Netns::new("p").unwrap();
-            name = ns.name().to_string();
-            panic!("test body failed");
-        }));
-        assert!(result.is_err());
-        assert!(!name.is_empty() && !exists(&name));
-    }
-
-    #[test]
-    fn run_enters_the_namespace_on_its_own_thread() {
-        if !crate::require_privileges("netns::run_enters_the_namespace_on_its_own_thread") {
-            return;
-        }
-        let ns = Netns::new("r").unwrap();
-        let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-        let inside = ns.run(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap());
-        assert_ne!(own, inside);
-        assert_eq!(
-            std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
-            own,
-            "caller's thread unchanged"
-        );
-        // A socket bound inside sees only the namespace's loopback.
-        let port = ns.run(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        });
-        assert!(port > 0);
+    fn adopting_a_missing_namespace_is_an_error() {
+        let e = Netns::adopt("nl-no-such-namespace").unwrap_err();
+        assert!(e.to_string().contains("nl-no-such-namespace does not exist"), "{e}");
+        assert!(matches!(Netns::adopt("../etc"), Err(Error::NotFound(_))));
     }
 }

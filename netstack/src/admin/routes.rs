@@ -102,84 +102,73 @@ pub const KUBERNETES_API: &str = "1.33";
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let mut page = MetricsPage::default();
     let kinds = state.cache.report();
-    page.family(
+    use MetricType::{Counter, Gauge};
+    page.each(
         "netlet_cache_objects",
         "Objects in the shared watch cache.",
-        MetricType::Gauge,
-    );
-    for k in &kinds {
-        page.sample("netlet_cache_objects", &[("kind", &k.kind)], k.objects as f64);
-    }
-    page.family(
+        Gauge,
+        "kind",
+        &kinds,
+        |k| (&k.kind, k.objects as f64),
+    )
+    .each(
         "netlet_cache_synced",
         "1 when the kind's initial list has arrived.",
-        MetricType::Gauge,
-    );
-    for k in &kinds {
-        page.sample("netlet_cache_synced", &[("kind", &k.kind)], u8::from(k.synced));
-    }
-    page.family(
+        Gauge,
+        "kind",
+        &kinds,
+        |k| (&k.kind, f64::from(u8::from(k.synced))),
+    )
+    .each(
         "netlet_watch_events_total",
         "Watch events received.",
-        MetricType::Counter,
-    );
-    for k in &kinds {
-        page.sample("netlet_watch_events_total", &[("kind", &k.kind)], k.events as f64);
-    }
-    page.family(
+        Counter,
+        "kind",
+        &kinds,
+        |k| (&k.kind, k.events as f64),
+    )
+    .each(
         "netlet_watch_restarts_total",
         "Relists after the first list (410 Gone or a watch that could not resume).",
-        MetricType::Counter,
-    );
-    for k in &kinds {
-        page.sample("netlet_watch_restarts_total", &[("kind", &k.kind)], k.relists as f64);
-    }
-    page.family(
+        Counter,
+        "kind",
+        &kinds,
+        |k| (&k.kind, k.relists as f64),
+    )
+    .each(
         "netlet_watch_errors_total",
         "Failed watch or list requests.",
-        MetricType::Counter,
+        Counter,
+        "kind",
+        &kinds,
+        |k| (&k.kind, k.errors as f64),
     );
-    for k in &kinds {
-        page.sample("netlet_watch_errors_total", &[("kind", &k.kind)], k.errors as f64);
-    }
 
     let modules: Vec<_> = state.modules.iter().map(|m| m.report()).collect();
-    page.family(
+    page.each(
         "netlet_module_ready",
         "1 when the module's last reconcile succeeded.",
-        MetricType::Gauge,
-    );
-    for m in &modules {
-        page.sample(
-            "netlet_module_ready",
-            &[("module", &m.name)],
-            u8::from(m.state == ModuleState::Ready),
-        );
-    }
-    page.family(
+        Gauge,
+        "module",
+        &modules,
+        |m| (&m.name, f64::from(u8::from(m.state == ModuleState::Ready))),
+    )
+    .each(
         "netlet_module_reconciles_total",
         "Reconcile passes.",
-        MetricType::Counter,
-    );
-    for m in &modules {
-        page.sample(
-            "netlet_module_reconciles_total",
-            &[("module", &m.name)],
-            m.reconciles as f64,
-        );
-    }
-    page.family(
+        Counter,
+        "module",
+        &modules,
+        |m| (&m.name, m.reconciles as f64),
+    )
+    .each(
         "netlet_module_reconcile_errors_total",
         "Failed reconcile passes.",
-        MetricType::Counter,
+        Counter,
+        "module",
+        &modules,
+        |m| (&m.name, m.reconcile_errors as f64),
     );
-    for m in &modules {
-        page.sample(
-            "netlet_module_reconcile_errors_total",
-            &[("module", &m.name)],
-            m.reconcile_errors as f64,
-        );
-    }
     page.family(
         "netlet_module_reconcile_duration_seconds",
         "Time a reconcile pass took.",

@@ -131,7 +131,7 @@ async fn finish(host: &Netlink, pod: &PodInterface, host_if: &str, temp: &str) -
     host.add_address(host_index, IpAddr::V4(GATEWAY_V4), 32).await?;
     host.add_address(host_index, IpAddr::V6(GATEWAY_V6), 64).await?;
     for addr in &pod.addresses {
-        host.add_host_route(host_index, *addr).await?;
+        host.add_link_route(host_index, *addr).await?;
     }
     Ok(Wired {
         host_ifname: host_if.to_string(),

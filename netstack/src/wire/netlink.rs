@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
-use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::RouteScope;
 use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -55,34 +55,23 @@ impl Netlink {
             .map_err(failed(format!("create veth {name}/{peer}")))
     }
 
+    async fn set_link(&self, msg: LinkMessage, step: String) -> Result<(), WireError> {
+        self.handle.link().set(msg).execute().await.map_err(failed(step))
+    }
+
     pub async fn move_to_netns(&self, name: &str, netns: &std::fs::File) -> Result<(), WireError> {
         let msg = LinkUnspec::new_with_name(name).setns_by_fd(netns.as_raw_fd()).build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(failed(format!("move {name} into the pod namespace")))
+        self.set_link(msg, format!("move {name} into the pod namespace")).await
     }
 
     pub async fn rename(&self, index: u32, name: &str) -> Result<(), WireError> {
         let msg = LinkUnspec::new_with_index(index).name(name.to_string()).build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(failed(format!("rename to {name}")))
+        self.set_link(msg, format!("rename to {name}")).await
     }
 
     pub async fn set_up(&self, index: u32, mtu: u32) -> Result<(), WireError> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).up().build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(failed(format!("bring up link {index}")))
+        self.set_link(msg, format!("bring up link {index}")).await
     }
 
     /// Adds an address; IPv6 ones skip duplicate address detection so they
@@ -99,7 +88,8 @@ impl Netlink {
             .map_err(failed(format!("add address {addr}/{prefix}")))
     }
 
-    /// A route to one address through a link: `addr/32 dev <index>`.
+    /// A route to one address through a link: `addr/32 dev <index>` (the
+    /// node's route to a pod, or the pod's route to its gateway).
     pub async fn add_link_route(&self, index: u32, addr: IpAddr) -> Result<(), WireError> {
         let prefix = if addr.is_ipv4() { 32 } else { 128 };
         let msg = RouteMessageBuilder::<IpAddr>::new()
@@ -114,11 +104,6 @@ impl Netlink {
             .execute()
             .await
             .map_err(failed(format!("add route {addr} dev {index}")))
-    }
-
-    /// The node's route to a pod address, through the pod's host veth.
-    pub async fn add_host_route(&self, index: u32, addr: IpAddr) -> Result<(), WireError> {
-        self.add_link_route(index, addr).await
     }
 
     pub async fn add_default_route(&self, index: u32, gateway: IpAddr) -> Result<(), WireError> {
