@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
-use rtnetlink::packet_route::route::RouteScope;
+use rtnetlink::packet_route::route::{RouteMessage, RouteScope};
 use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::WireError;
@@ -98,12 +98,7 @@ impl Netlink {
             .output_interface(index)
             .scope(RouteScope::Link)
             .build();
-        self.handle
-            .route()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(failed(format!("add route {addr} dev {index}")))
+        self.add_route(msg, format!("add route {addr} dev {index}")).await
     }
 
     pub async fn add_default_route(&self, index: u32, gateway: IpAddr) -> Result<(), WireError> {
@@ -119,12 +114,11 @@ impl Netlink {
             .expect("gateway of the route's family")
             .output_interface(index)
             .build();
-        self.handle
-            .route()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(failed(format!("add default route via {gateway}")))
+        self.add_route(msg, format!("add default route via {gateway}")).await
+    }
+
+    async fn add_route(&self, msg: RouteMessage, step: String) -> Result<(), WireError> {
+        self.handle.route().add(msg).execute().await.map_err(failed(step))
     }
 
     pub async fn mac_of(&self, index: u32) -> Result<String, WireError> {
