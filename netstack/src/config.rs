@@ -87,11 +87,6 @@ impl Config {
     pub fn cni_socket(&self) -> PathBuf {
         self.run_dir.join("cni.sock")
     }
-
-    /// The families this node serves pods in.
-    pub fn pod_families(&self) -> Vec<IpFamily> {
-        self.cluster_cidr.families()
-    }
 }
 
 fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -366,7 +361,7 @@ mod tests {
         let c = raw(r#"{"clusterCIDR":"fd00:1::/48","serviceCIDR":"fd00:2::/112"}"#)
             .validate("n")
             .unwrap();
-        assert_eq!(c.pod_families(), vec![IpFamily::V6]);
+        assert_eq!(c.cluster_cidr.families(), vec![IpFamily::V6]);
         assert_eq!(c.cluster_dns, vec!["fd00:2::a".parse::<IpAddr>().unwrap()]);
         let c = raw(r#"{"clusterCIDR":"10.1.0.0/16"}"#).validate("n").unwrap();
         assert_eq!(

@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -33,12 +33,8 @@ const CACHE_BYTES: usize = 2 * 1024 * 1024;
 pub mod trees {
     /// IPAM: per-pod leases keyed by `<containerID>/<ifname>`.
     pub const IPAM_LEASES: &str = "ipam/leases";
-    /// IPAM: this node's pod CIDR blocks.
-    pub const IPAM_BLOCKS: &str = "ipam/blocks";
     /// CNI: attachments keyed by `<containerID>/<ifname>`.
     pub const CNI_ATTACHMENTS: &str = "cni/attachments";
-    /// Services: slot numbers handed to Services and backends in BPF maps.
-    pub const SERVICE_SLOTS: &str = "services/slots";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -293,23 +289,6 @@ impl<V: Serialize + DeserializeOwned> Tree<V> {
         old.map(|r| self.decode(key, &r)).transpose()
     }
 
-    /// Stores `value` under `key` only if the current value is `expected`
-    /// (`None`: absent), atomically. Returns whether it was stored;
-    /// allocators use it to claim a key without a lock of their own.
-    pub fn compare_and_swap(&self, key: &str, expected: Option<&V>, value: &V) -> Result<bool, StoreError> {
-        let expected = expected.map(|v| serde_json::to_vec(v).expect("plain data"));
-        let new = serde_json::to_vec(value).expect("plain data");
-        self.store.write(&self.name, |txn| {
-            let mut t = txn.open_table(self.def())?;
-            let current = t.get(key)?.map(|g| g.value().to_vec());
-            if current != expected {
-                return Ok(false);
-            }
-            t.insert(key, new.as_slice())?;
-            Ok(true)
-        })
-    }
-
     /// Removes `key` durably; returns what it held.
     pub fn remove(&self, key: &str) -> Result<Option<V>, StoreError> {
         let old = self.store.write(&self.name, |txn| {
@@ -381,21 +360,10 @@ mod tests {
         let keys: Vec<String> = t.scan_prefix("c").unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec!["c1/eth0", "c2/eth0"]);
         assert_eq!(t.len().unwrap(), 3);
+        assert_eq!(t.remove("d1/eth0").unwrap(), Some(Lease { ip: "10.42.0.7".into() }));
+        assert_eq!(t.remove("d1/eth0").unwrap(), None, "removing twice is fine");
+        assert!(!t.is_empty().unwrap());
         assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
-    }
-
-    #[test]
-    fn compare_and_swap_claims_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let t = store.tree::<Lease>("test");
-        let a = Lease { ip: "a".into() };
-        let b = Lease { ip: "b".into() };
-        assert!(t.compare_and_swap("k", None, &a).unwrap());
-        assert!(!t.compare_and_swap("k", None, &b).unwrap());
-        assert!(t.compare_and_swap("k", Some(&a), &b).unwrap());
-        assert_eq!(t.remove("k").unwrap(), Some(b));
-        assert!(t.is_empty().unwrap());
     }
 
     #[test]

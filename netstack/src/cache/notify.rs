@@ -52,11 +52,6 @@ impl Changes {
         self.objects.is_empty() && self.resynced.is_empty()
     }
 
-    /// Whether anything of `kind` changed.
-    pub fn touches(&self, kind: Kind) -> bool {
-        self.resynced.contains(&kind) || self.objects.iter().any(|(k, _)| *k == kind)
-    }
-
     fn add(&mut self, kind: Kind, key: ObjectKey) {
         if self.resynced.contains(&kind) {
             return;

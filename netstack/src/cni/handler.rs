@@ -52,6 +52,14 @@ fn wire_err(e: WireError) -> CniError {
     }
 }
 
+/// The interface a per-container request is about.
+fn lease_key(req: &Request) -> LeaseKey {
+    LeaseKey {
+        container_id: req.container_id.clone(),
+        ifname: req.ifname.clone(),
+    }
+}
+
 fn key_string(key: &LeaseKey) -> String {
     format!("{}/{}", key.container_id, key.ifname)
 }
@@ -117,13 +125,7 @@ impl Handler {
         let version = req.cni_version().to_string();
         let out = match req.command {
             Command::Add => self.add(req).await.map(|r| r.to_json(&version)),
-            Command::Del => self
-                .del(&LeaseKey {
-                    container_id: req.container_id.clone(),
-                    ifname: req.ifname.clone(),
-                })
-                .await
-                .map(|()| Value::Null),
+            Command::Del => self.del(&lease_key(req)).await.map(|()| Value::Null),
             Command::Check => self.check(req).await.map(|()| Value::Null),
             Command::Gc => self.gc(req).await.map(|()| Value::Null),
             Command::Status | Command::Version => Ok(Value::Null),
@@ -132,10 +134,7 @@ impl Handler {
     }
 
     async fn add(&mut self, req: &Request) -> Result<AddResult, CniError> {
-        let key = LeaseKey {
-            container_id: req.container_id.clone(),
-            ifname: req.ifname.clone(),
-        };
+        let key = lease_key(req);
         if self.attachments.get(&key_string(&key)).map_err(store_err)?.is_some() {
             return Err(CniError::new(
                 code::INTERFACE_EXISTS,
@@ -285,10 +284,7 @@ impl Handler {
     }
 
     async fn check(&mut self, req: &Request) -> Result<(), CniError> {
-        let key = LeaseKey {
-            container_id: req.container_id.clone(),
-            ifname: req.ifname.clone(),
-        };
+        let key = lease_key(req);
         let Some(att) = self.attachments.get(&key_string(&key)).map_err(store_err)? else {
             return Err(CniError::new(
                 code::UNKNOWN_CONTAINER,
