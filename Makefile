@@ -15,7 +15,8 @@ sandbox: build
 	target/debug/netlet sandbox $(SANDBOX_ARGS)
 
 ## Sets up what is missing and runs every test (privileged ones need root).
-test: deps
+test:
+	@scripts/install-deps.sh test
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
 

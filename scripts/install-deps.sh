@@ -13,8 +13,15 @@ needs=(
   "socat:socat"
   "ping:iputils-ping"
 )
-# Benchmarks compare against the reference CNI plugins.
-[ "${1:-}" = bench ] && needs+=("/usr/lib/cni/bridge:containernetworking-plugins")
+case "${1:-}" in
+  # Benchmarks compare against the reference CNI plugins.
+  bench) needs+=("/usr/lib/cni/bridge:containernetworking-plugins") ;;
+  # Tests chain the reference portmap (iptables) and bandwidth plugins after
+  # netlet, and run containerd (installed by containerd-bed.sh below).
+  test) needs+=("/usr/lib/cni/portmap:containernetworking-plugins" "iptables-save:iptables") ;;
+  "") ;;
+  *) echo "install-deps: unknown set $1 (bench or test)" >&2; exit 2 ;;
+esac
 # kubectl: any kubectl will do (some images ship one outside Debian's).
 command -v kubectl >/dev/null 2>&1 || needs+=("kubectl:kubernetes-client")
 
@@ -42,4 +49,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = test ]; then
+  "$(dirname "$0")/containerd-bed.sh" deps
 fi

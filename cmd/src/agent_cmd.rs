@@ -1,5 +1,6 @@
 //! `netlet agent`: the daemon.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -29,15 +30,22 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Builds the client and starts the agent.
+/// Builds the client and starts the agent, which installs this binary as
+/// the CNI plugin.
 pub async fn start(config: Config) -> anyhow::Result<RunningAgent> {
     let client = crate::kube_client::client(config.kubeconfig.as_deref()).await?;
-    Ok(agent(config, client).start().await?)
+    let exe = std::env::current_exe().context("cannot find the netlet binary to install as the CNI plugin")?;
+    Ok(agent(config, client, Some(exe)).start().await?)
 }
 
-/// The agent with every module this build has.
-pub fn agent(config: Config, client: kube::Client) -> Agent {
-    Agent::new(config, client).with_module(Box::<netstack::cni::CniModule>::default())
+/// The agent with every module this build has. `plugin_binary` is the
+/// netlet binary to install as the CNI plugin, if the agent should.
+pub fn agent(config: Config, client: kube::Client, plugin_binary: Option<PathBuf>) -> Agent {
+    let cni = match plugin_binary {
+        Some(binary) => netstack::cni::CniModule::installing(binary),
+        None => netstack::cni::CniModule::default(),
+    };
+    Agent::new(config, client).with_module(Box::new(cni))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use netstack::config::{RawAdminConfig, RawConfig};
+use netstack::config::{RawAdminConfig, RawCniConfig, RawConfig};
 use netstack::Config;
 
 /// Config flags; each also reads its `NETLET_*` environment variable.
@@ -55,6 +55,12 @@ pub struct ConfigFlags {
     /// Bearer token file for the admin TCP listener.
     #[arg(long, env = "NETLET_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Where to write the CNI network config (10-netlet.conflist) once ready.
+    #[arg(long, env = "NETLET_CNI_CONF_DIR")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Where to install this binary as the `netlet` CNI plugin.
+    #[arg(long, env = "NETLET_CNI_BIN_DIR")]
+    pub cni_bin_dir: Option<PathBuf>,
 }
 
 impl ConfigFlags {
@@ -77,6 +83,11 @@ impl ConfigFlags {
                 socket: self.admin_socket.clone(),
                 listen: self.admin_listen.clone(),
                 token_file: self.admin_token_file.clone(),
+            },
+            cni: RawCniConfig {
+                conf_dir: self.cni_conf_dir.clone(),
+                bin_dir: self.cni_bin_dir.clone(),
+                ..Default::default()
             },
             shutdown_grace_seconds: None,
         }

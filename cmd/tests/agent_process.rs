@@ -53,6 +53,10 @@ impl Dirs {
             self.s("state"),
             "--run-dir".into(),
             self.s("run"),
+            "--cni-conf-dir".into(),
+            self.s("net.d"),
+            "--cni-bin-dir".into(),
+            self.s("bin"),
         ]
     }
     fn spawn_agent(&self, kubeconfig: &Path) -> Child {

@@ -3,160 +3,14 @@
 //! agent running in this process: every verb, the spec's error cases, and
 //! no veth, route or lease left behind by anything that failed.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
-use k8s_openapi::api::core::v1::Node;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
 use serde_json::{json, Value};
 use testbed::Netns;
-
-const NETLET: &str = env!("CARGO_BIN_EXE_netlet");
-const NODE: &str = "cni-test-node";
-
-struct Plugin {
-    socket: PathBuf,
-}
-
-#[derive(Debug)]
-struct Outcome {
-    ok: bool,
-    doc: Option<Value>,
-}
-
-impl Plugin {
-    fn conf(&self, version: &str, extra: Value) -> Value {
-        let mut c = json!({"cniVersion": version, "name": "netlet", "type": "netlet", "agentSocket": self.socket});
-        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
-            c.extend(e.clone());
-        }
-        c
-    }
-
-    fn exec(&self, command: &str, id: &str, netns: Option<&Path>, conf: &Value) -> Outcome {
-        let mut cmd = Command::new(NETLET);
-        cmd.env_clear()
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/opt/cni/bin")
-            .env(
-                "CNI_ARGS",
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        if let Some(ns) = netns {
-            cmd.env("CNI_NETNS", ns);
-        }
-        let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        Outcome {
-            ok: out.status.success(),
-            doc: (!text.trim().is_empty())
-                .then(|| serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))),
-        }
-    }
-}
-
-fn host_link_exists(id: &str) -> bool {
-    let name = netstack::wire::host_ifname(id, "eth0");
-    Command::new("ip")
-        .args(["link", "show", &name])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
-fn host_routes() -> String {
-    let v4 = Command::new("ip").args(["route"]).output().unwrap().stdout;
-    let v6 = Command::new("ip").args(["-6", "route"]).output().unwrap().stdout;
-    format!("{}{}", String::from_utf8_lossy(&v4), String::from_utf8_lossy(&v6))
-}
-
-fn error_code(o: &Outcome) -> u64 {
-    assert!(!o.ok, "expected an error, got {o:?}");
-    o.doc
-        .as_ref()
-        .and_then(|d| d["code"].as_u64())
-        .unwrap_or_else(|| panic!("no error document: {o:?}"))
-}
-
-/// Agents here wire pods into this machine's own namespace and remove pod
-/// interfaces they do not know at start: one test at a time.
-static ONE_AGENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// An API stand-in with this test's Node, and a directory for agents.
-struct Bed {
-    rt: tokio::runtime::Runtime,
-    _api: standin::ApiServer,
-    dir: tempfile::TempDir,
-    plugin: Plugin,
-    _one: std::sync::MutexGuard<'static, ()>,
-}
-
-impl Bed {
-    /// `pod_cidrs` become the Node's `spec.podCIDRs`.
-    fn new(pod_cidrs: &[&str]) -> Bed {
-        let one = ONE_AGENT.lock().unwrap_or_else(|p| p.into_inner());
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let api = rt
-            .block_on(standin::ApiServer::start(standin::Options::default()))
-            .unwrap();
-        api.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
-        let bed = Bed {
-            plugin: Plugin {
-                socket: dir.path().join("run/cni.sock"),
-            },
-            rt,
-            _api: api,
-            dir,
-            _one: one,
-        };
-        bed.rt.block_on(async {
-            let node: Node =
-                serde_json::from_value(json!({"metadata":{"name":NODE},"spec":{"podCIDRs":pod_cidrs}})).unwrap();
-            kube::Api::<Node>::all(bed.client().await)
-                .create(&Default::default(), &node)
-                .await
-                .unwrap();
-        });
-        bed
-    }
-
-    async fn client(&self) -> kube::Client {
-        netlet::kube_client::client(Some(&self.dir.path().join("kubeconfig")))
-            .await
-            .unwrap()
-    }
-
-    /// Starts an agent on this bed's state directory and waits until ready.
-    fn agent(&self) -> netstack::RunningAgent {
-        self.rt.block_on(async {
-            let raw: netstack::RawConfig = serde_json::from_value(json!({
-                "nodeName": NODE, "stateDir": self.dir.path().join("state"), "runDir": self.dir.path().join("run"), "mtu": 1400,
-            }))
-            .unwrap();
-            let config = raw.validate(NODE).unwrap();
-            let agent = netlet::agent_cmd::agent(config, self.client().await).start().await.unwrap();
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-            while !agent.status().ready {
-                assert!(tokio::time::Instant::now() < deadline, "agent not ready: {:?}", agent.status().not_ready);
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            agent
-        })
-    }
-}
 
 #[test]
 fn every_verb_through_the_exec_path() {
@@ -169,6 +23,20 @@ fn every_verb_through_the_exec_path() {
     let agent = bed.agent();
     let plugin = &bed.plugin;
     let conf = plugin.conf("1.1.0", json!({}));
+
+    // Once ready, the agent has told runtimes about itself: a conflist
+    // naming its socket, and the plugin that conflist names, installed.
+    let conflist: Value =
+        serde_json::from_slice(&std::fs::read(bed.dir.path().join("net.d/10-netlet.conflist")).unwrap()).unwrap();
+    assert_eq!(conflist["cniVersion"], "1.0.0");
+    assert_eq!(
+        conflist["plugins"],
+        json!([{"type": "netlet", "agentSocket": plugin.socket}])
+    );
+    assert_eq!(
+        std::fs::read(bed.dir.path().join("bin/netlet")).unwrap(),
+        std::fs::read(NETLET).unwrap()
+    );
     let pods: Vec<Netns> = (0..6).map(|_| Netns::new("cni").unwrap()).collect();
 
     // VERSION and STATUS.
@@ -289,7 +157,7 @@ fn every_verb_through_the_exec_path() {
 
     // DEL: works, works again, and works when the namespace is gone.
     assert!(plugin.exec("DEL", "pod-a", Some(&pods[0].path()), &conf).ok);
-    assert!(!host_link_exists("pod-a"));
+    assert!(host_link_gone("pod-a"));
     assert!(!host_routes().contains("10.123.0.2 "), "{}", host_routes());
     assert!(plugin.exec("DEL", "pod-a", Some(&pods[0].path()), &conf).ok);
     assert_eq!(
@@ -301,7 +169,7 @@ fn every_verb_through_the_exec_path() {
             .exec("DEL", "pod-b", Some(Path::new("/run/netns/no-such-ns")), &conf)
             .ok
     );
-    assert!(!host_link_exists("pod-b"));
+    assert!(host_link_gone("pod-b"));
 
     // The freed address is usable again.
     assert!(plugin.exec("ADD", "pod-f", Some(&pods[5].path()), &conf).ok);
@@ -311,7 +179,7 @@ fn every_verb_through_the_exec_path() {
     assert!(plugin.exec("GC", "", None, &plugin.conf("1.1.0", valid)).ok);
     assert!(host_link_exists("pod-c"));
     for id in ["pod-d", "pod-e", "pod-f"] {
-        assert!(!host_link_exists(id), "{id} survived GC");
+        assert!(host_link_gone(id), "{id} survived GC");
     }
     assert!(plugin.exec("DEL", "pod-c", Some(&pods[2].path()), &conf).ok);
     assert!(!host_routes().contains("10.123.0."), "{}", host_routes());
@@ -341,10 +209,7 @@ fn a_restarted_agent_keeps_pods_and_removes_leftovers() {
         .success());
 
     let agent = bed.agent();
-    assert!(
-        !host_link_exists("crashed"),
-        "the leftover interface is removed at start"
-    );
+    assert!(host_link_gone("crashed"), "the leftover interface is removed at start");
     let check = bed.plugin.exec("CHECK", "pod-r", Some(&pod.path()), &conf);
     assert!(check.ok, "the pod survives the restart: {check:?}");
     assert!(
@@ -362,7 +227,7 @@ fn a_restarted_agent_keeps_pods_and_removes_leftovers() {
         "the restored lease is not handed out twice"
     );
     assert!(bed.plugin.exec("DEL", "pod-r", Some(&pod.path()), &conf).ok);
-    assert!(!host_link_exists("pod-r"));
+    assert!(host_link_gone("pod-r"));
     bed.rt.block_on(agent.shutdown());
 }
 
@@ -406,51 +271,10 @@ fn a_hundred_concurrent_adds_get_distinct_addresses() {
         }
     });
     for i in 0..100 {
-        assert!(!host_link_exists(&format!("par-{i}")));
+        assert!(host_link_gone(&format!("par-{i}")));
     }
     assert!(!host_routes().contains("10.125.0."));
     bed.rt.block_on(agent.shutdown());
-}
-
-/// An agent process on the bed's directories, killed with SIGKILL on drop.
-struct AgentProcess(std::process::Child);
-
-impl AgentProcess {
-    fn start(bed: &Bed) -> AgentProcess {
-        let d = bed.dir.path();
-        let agent = AgentProcess(
-            Command::new(NETLET)
-                .args(["agent", "--node-name", NODE, "--kubeconfig"])
-                .arg(d.join("kubeconfig"))
-                .arg("--state-dir")
-                .arg(d.join("state"))
-                .arg("--run-dir")
-                .arg(d.join("run"))
-                .env("NETLET_LOG", "off")
-                .spawn()
-                .unwrap(),
-        );
-        let socket = d.join("run/admin.sock").display().to_string();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let out = Command::new(NETLET)
-                .args(["status", "--socket", &socket])
-                .output()
-                .unwrap();
-            if out.status.success() {
-                return agent;
-            }
-            assert!(std::time::Instant::now() < deadline, "agent process not ready");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -524,10 +348,67 @@ fn sigkill_during_add_storms_leaks_nothing() {
     for round in 0..3 {
         for i in 0..15 {
             let id = format!("kil-{round}-{i}");
-            assert_eq!(host_link_exists(&id), succeeded.contains(&id), "{id}");
+            match succeeded.contains(&id) {
+                true => assert!(host_link_exists(&id), "{id} lost its interface"),
+                false => assert!(host_link_gone(&id), "{id} left an interface"),
+            }
         }
     }
     let empty = json!({"cni.dev/valid-attachments": []});
     assert!(bed.plugin.exec("GC", "", None, &bed.plugin.conf("1.1.0", empty)).ok);
     assert!(!host_routes().contains("10.126.0."));
+}
+
+#[test]
+fn pods_gone_from_the_node_lose_their_leases() {
+    if !testbed::require_privileges("pods_gone_from_the_node_lose_their_leases") {
+        return;
+    }
+    let bed = Bed::new(&["10.129.0.0/28"]);
+    let pods = bed.rt.block_on(async {
+        let pods = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(bed.client().await, "default");
+        let pod = serde_json::from_value(json!({
+            "metadata": {"name": "kept"},
+            "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "busybox"}]},
+        }))
+        .unwrap();
+        pods.create(&Default::default(), &pod).await.unwrap();
+        pods
+    });
+    let agent = bed.agent_with(json!({"orphanGraceSeconds": 1}));
+    let conf = bed.plugin.conf("1.1.0", json!({}));
+    let (kept, ghost) = (Netns::new("orp").unwrap(), Netns::new("orp").unwrap());
+    assert!(bed.plugin.exec("ADD", "kept", Some(&kept.path()), &conf).ok);
+    // A pod the API never had on this node: its runtime DEL is not coming.
+    assert!(bed.plugin.exec("ADD", "ghost", Some(&ghost.path()), &conf).ok);
+
+    let socket = bed.dir.path().join("run/admin.sock").display().to_string();
+    let holders = || -> Vec<String> {
+        let out = Command::new(NETLET)
+            .args(["ipam", "-o", "json", "--socket", &socket])
+            .output()
+            .unwrap();
+        let ipam: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut ids: Vec<String> = ipam["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["containerId"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(holders(), ["ghost", "kept"]);
+    assert!(
+        host_link_gone("ghost"),
+        "the ghost's interface is released after the grace"
+    );
+    assert_eq!(holders(), ["kept"], "a pod the node runs keeps its lease");
+    assert!(host_link_exists("kept"));
+
+    // Once its pod is deleted, the missed DEL is made up for too.
+    bed.rt.block_on(pods.delete("kept", &Default::default())).unwrap();
+    assert!(host_link_gone("kept"));
+    assert!(holders().is_empty());
+    bed.rt.block_on(agent.shutdown());
 }

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/netlet";
 /// Where the agent puts its unix sockets.
 pub const DEFAULT_RUN_DIR: &str = "/run/netlet";
+/// Where container runtimes look for network configs.
+pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+/// Where container runtimes look for CNI plugins.
+pub const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin";
 
 /// The configuration as written by a user: every field optional, strings as
 /// typed. [`RawConfig::validate`] turns it into a [`Config`].
@@ -39,7 +43,26 @@ pub struct RawConfig {
     pub mtu: Option<u32>,
     #[serde(default)]
     pub admin: RawAdminConfig,
+    #[serde(default)]
+    pub cni: RawCniConfig,
     pub shutdown_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawCniConfig {
+    /// Where the agent writes `10-netlet.conflist` once it is ready.
+    pub conf_dir: Option<PathBuf>,
+    /// Where the agent installs itself as the `netlet` plugin.
+    pub bin_dir: Option<PathBuf>,
+    /// `cniVersion` of the conflist: 1.0.0 or 1.1.0.
+    pub conf_version: Option<String>,
+    /// Plugins chained after netlet in the conflist, e.g.
+    /// `{"type": "portmap", "capabilities": {"portMappings": true}}`.
+    pub chain: Option<Vec<serde_json::Value>>,
+    /// How long a lease may name a pod this node no longer runs before it
+    /// is released (the runtime normally DELs first); 0 never releases.
+    pub orphan_grace_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +94,18 @@ pub struct Config {
     pub node_cidr_mask_size_ipv6: u8,
     pub mtu: u32,
     pub admin: AdminConfig,
+    pub cni: CniConfig,
     pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CniConfig {
+    pub conf_dir: PathBuf,
+    pub bin_dir: PathBuf,
+    pub conf_version: String,
+    pub chain: Vec<serde_json::Value>,
+    pub orphan_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -132,6 +166,13 @@ impl RawConfig {
                 socket: over.admin.socket.or(self.admin.socket),
                 listen: over.admin.listen.or(self.admin.listen),
                 token_file: over.admin.token_file.or(self.admin.token_file),
+            },
+            cni: RawCniConfig {
+                conf_dir: over.cni.conf_dir.or(self.cni.conf_dir),
+                bin_dir: over.cni.bin_dir.or(self.cni.bin_dir),
+                conf_version: over.cni.conf_version.or(self.cni.conf_version),
+                chain: over.cni.chain.or(self.cni.chain),
+                orphan_grace_seconds: over.cni.orphan_grace_seconds.or(self.cni.orphan_grace_seconds),
             },
             shutdown_grace_seconds: over.shutdown_grace_seconds.or(self.shutdown_grace_seconds),
         }
@@ -212,6 +253,7 @@ impl RawConfig {
                 ));
             }
         }
+        let cni = self.cni.validate()?;
         Ok(Config {
             node_name,
             kubeconfig: self.kubeconfig,
@@ -229,7 +271,34 @@ impl RawConfig {
             node_cidr_mask_size_ipv4: v4_mask,
             node_cidr_mask_size_ipv6: v6_mask,
             mtu,
+            cni,
             shutdown_grace_seconds: self.shutdown_grace_seconds.unwrap_or(10),
+        })
+    }
+}
+
+impl RawCniConfig {
+    fn validate(self) -> Result<CniConfig, ConfigError> {
+        // 1.0.0 by default: containerd 1.6 and 1.7 cannot convert a 1.1.0
+        // result and then never call DEL.
+        let conf_version = self.conf_version.unwrap_or_else(|| "1.0.0".to_string());
+        if !["1.0.0", "1.1.0"].contains(&conf_version.as_str()) {
+            return Err(bad("cni.confVersion", &conf_version, "must be 1.0.0 or 1.1.0"));
+        }
+        let chain = self.chain.unwrap_or_default();
+        for plugin in &chain {
+            match plugin.get("type").and_then(serde_json::Value::as_str) {
+                None => return Err(bad("cni.chain", plugin, "each chained plugin needs a \"type\" string")),
+                Some("netlet") => return Err(bad("cni.chain", plugin, "netlet is the first plugin already")),
+                Some(_) => {}
+            }
+        }
+        Ok(CniConfig {
+            conf_dir: self.conf_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_CNI_CONF_DIR)),
+            bin_dir: self.bin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_CNI_BIN_DIR)),
+            conf_version,
+            chain,
+            orphan_grace_seconds: self.orphan_grace_seconds.unwrap_or(120),
         })
     }
 }

@@ -71,12 +71,15 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
 
     let config = agent_config(&work.path, &kubeconfig)?;
     let socket = config.admin.socket.clone();
-    let cni_socket = config.cni_socket();
-    let agent = crate::agent_cmd::agent(config, client.clone()).start().await?;
+    let cni = config.cni.clone();
+    let exe = std::env::current_exe().context("cannot find the netlet binary")?;
+    let agent = crate::agent_cmd::agent(config, client.clone(), Some(exe))
+        .start()
+        .await?;
 
     let cancel = CancellationToken::new();
     let mut parts = JoinSet::new();
-    let kubelet = Kubelet::new(kubelet_config(&cni_socket)?);
+    let kubelet = Kubelet::new(kubelet_config(&cni).await?);
     let pods = kubelet.pods();
     parts.spawn({
         let (c, t) = (client.clone(), cancel.clone());
@@ -142,25 +145,25 @@ fn agent_config(dir: &Path, kubeconfig: &Path) -> anyhow::Result<netstack::Confi
         "kubeconfig": kubeconfig,
         "stateDir": dir.join("state"),
         "runDir": dir.join("run"),
+        "cni": {"confDir": dir.join("cni/net.d"), "binDir": dir.join("cni/bin")},
         "shutdownGraceSeconds": 5,
     }))?;
     Ok(raw.validate(NODE)?)
 }
 
-/// The kubelet runs this very binary as the CNI plugin, as containerd would
-/// run `/opt/cni/bin/netlet`.
-fn kubelet_config(agent_socket: &Path) -> anyhow::Result<KubeletConfig> {
-    let exe = std::env::current_exe().context("cannot find the netlet binary")?;
-    let bin_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+/// The kubelet waits, as a real one does, for the network config the
+/// agent writes once it is ready, and runs the plugin the agent installed.
+async fn kubelet_config(cni: &netstack::config::CniConfig) -> anyhow::Result<KubeletConfig> {
+    let conflist = cni.conf_dir.join(netstack::cni::install::CONFLIST_NAME);
+    if !wait_until(Duration::from_secs(60), || async { conflist.exists() }).await {
+        anyhow::bail!("the agent did not write {} within 60 s", conflist.display());
+    }
+    let text = std::fs::read(&conflist).with_context(|| format!("cannot read {}", conflist.display()))?;
     Ok(KubeletConfig {
         node_name: NODE.into(),
-        cni_plugin: exe,
-        cni_conf: serde_json::json!({
-            "cniVersion": netstack::cni::spec::SPEC_VERSION,
-            "name": "netlet",
-            "plugins": [{"type": "netlet", "agentSocket": agent_socket}],
-        }),
-        cni_path: vec![bin_dir],
+        cni_plugin: cni.bin_dir.join("netlet"),
+        cni_conf: serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", conflist.display()))?,
+        cni_path: vec![cni.bin_dir.clone()],
         netns_prefix: "sbx".into(),
         ifname: "eth0".into(),
         teardown_on_exit: true,

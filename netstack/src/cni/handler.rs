@@ -14,7 +14,7 @@ use super::protocol::Request;
 use super::spec::{code, AddResult, CniError, Command, Dns, Interface, IpConfig, Route};
 use crate::config::Config;
 use crate::store::{trees, Batch, Store, StoreError, Tree};
-use crate::wire::{self, Netlink, PodInterface, WireError, GATEWAY_V4, GATEWAY_V6};
+use crate::wire::{self, PodInterface, WireError, Wiring, GATEWAY_V4, GATEWAY_V6};
 
 /// What the agent remembers of one pod interface.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,10 @@ pub struct Attachment {
     pub netns: PathBuf,
     pub host_ifname: String,
     pub pod: Option<String>,
+    /// `K8S_POD_UID` when the runtime passes it: tells a pod from a
+    /// namesake that replaced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
     pub addresses: Vec<IpAddr>,
 }
 
@@ -32,7 +36,7 @@ pub struct Handler {
     leases: Tree<Vec<Lease>>,
     attachments: Tree<Attachment>,
     store: Store,
-    host: Netlink,
+    wiring: Wiring,
     config: std::sync::Arc<Config>,
 }
 
@@ -69,7 +73,7 @@ impl Handler {
     pub fn new(
         mut pools: NodePools,
         store: &Store,
-        host: Netlink,
+        wiring: Wiring,
         config: std::sync::Arc<Config>,
     ) -> Result<Handler, StoreError> {
         let leases: Tree<Vec<Lease>> = store.tree(trees::IPAM_LEASES);
@@ -89,7 +93,7 @@ impl Handler {
             leases,
             attachments: store.tree(trees::CNI_ATTACHMENTS),
             store: store.clone(),
-            host,
+            wiring,
             config,
         })
     }
@@ -112,13 +116,15 @@ impl Handler {
             self.del(&key).await?;
         }
         let known: BTreeSet<String> = attachments.into_iter().map(|(_, a)| a.host_ifname).collect();
-        for name in self.host.link_names().await.map_err(wire_err)? {
-            if wire::is_host_ifname(&name) && !known.contains(&name) {
-                tracing::info!(link = %name, "removing a pod interface no attachment names");
-                self.host.delete_link(&name).await.map_err(wire_err)?;
-            }
+        for name in self.wiring.retire_all_but(&known).await.map_err(wire_err)? {
+            tracing::info!(link = %name, "removing a pod interface no attachment names");
         }
         Ok(())
+    }
+
+    /// Waits until the interfaces DEL and GC retired are deleted.
+    pub async fn settle(&self) {
+        self.wiring.settle().await;
     }
 
     pub async fn handle(&mut self, req: &Request) -> Result<Value, CniError> {
@@ -159,7 +165,7 @@ impl Handler {
             addresses: addresses.clone(),
             mtu: self.config.mtu,
         };
-        let wired = match wire::wire(&self.host, &spec).await {
+        let wired = match self.wiring.wire(&spec).await {
             Ok(w) => w,
             Err(e) => {
                 self.pools.release(&key);
@@ -171,6 +177,7 @@ impl Handler {
             netns: netns.clone(),
             host_ifname: wired.host_ifname.clone(),
             pod: pod.clone(),
+            pod_uid: req.arg("K8S_POD_UID").map(str::to_string),
             addresses: addresses.clone(),
         };
         // Lease and attachment reach the disk together, in one sync, before
@@ -184,7 +191,7 @@ impl Handler {
             &attachment,
         );
         if let Err(e) = self.store.commit(batch) {
-            let _ = wire::unwire(&self.host, &key.container_id, &key.ifname).await;
+            let _ = self.wiring.unwire(&key.container_id, &key.ifname).await;
             self.pools.release(&key);
             return Err(store_err(e));
         }
@@ -277,10 +284,34 @@ impl Handler {
     /// DEL: everything for `key` goes, and nothing being gone already is
     /// an error.
     async fn del(&mut self, key: &LeaseKey) -> Result<(), CniError> {
-        wire::unwire(&self.host, &key.container_id, &key.ifname)
+        self.wiring
+            .unwire(&key.container_id, &key.ifname)
             .await
             .map_err(wire_err)?;
         self.release(key)
+    }
+
+    /// Every pod interface the agent knows.
+    pub fn attachments(&self) -> Result<Vec<Attachment>, CniError> {
+        Ok(self
+            .attachments
+            .scan_prefix("")
+            .map_err(store_err)?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect())
+    }
+
+    /// Releases the interface of a pod that is gone without a DEL, if it
+    /// is still the same attachment the caller judged (a DEL and a new ADD
+    /// may have come in between).
+    pub async fn release_orphan(&mut self, orphan: &Attachment) -> Result<bool, CniError> {
+        let current = self.attachments.get(&key_string(&orphan.key)).map_err(store_err)?;
+        if current.as_ref() != Some(orphan) {
+            return Ok(false);
+        }
+        self.del(&orphan.key).await?;
+        Ok(true)
     }
 
     async fn check(&mut self, req: &Request) -> Result<(), CniError> {
@@ -292,7 +323,9 @@ impl Handler {
                 "",
             ));
         };
-        let wired = wire::is_wired(&self.host, &key.container_id, &key.ifname, &att.netns)
+        let wired = self
+            .wiring
+            .is_wired(&key.container_id, &key.ifname, &att.netns)
             .await
             .map_err(wire_err)?;
         if !wired {

@@ -3,7 +3,9 @@
 
 pub mod blocks;
 pub mod handler;
+pub mod install;
 mod metrics;
+mod orphans;
 pub mod protocol;
 pub mod report;
 mod server;

@@ -2,7 +2,7 @@
 //! processes on the CNI socket, one request at a time.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,15 +12,29 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 
 use super::handler::Handler;
+use super::install;
 use super::metrics::CniMetrics;
+use super::orphans;
 use super::protocol::{Request, Response};
 use super::spec::{code, CniError};
 use crate::module::{MetricsSource, Module, ModuleContext, ModuleError, ModuleStatus};
-use crate::wire::Netlink;
+use crate::wire::Wiring;
 
 #[derive(Default)]
 pub struct CniModule {
     metrics: Arc<CniMetrics>,
+    plugin_binary: Option<PathBuf>,
+}
+
+impl CniModule {
+    /// A module that also installs `binary` (the running netlet) as the
+    /// CNI plugin. Without it, the plugin is assumed in place already.
+    pub fn installing(binary: PathBuf) -> CniModule {
+        CniModule {
+            plugin_binary: Some(binary),
+            ..Default::default()
+        }
+    }
 }
 
 impl Module for CniModule {
@@ -29,7 +43,7 @@ impl Module for CniModule {
     }
 
     fn run(self: Box<Self>, ctx: ModuleContext) -> BoxFuture<'static, Result<(), ModuleError>> {
-        Box::pin(run(ctx, self.metrics))
+        Box::pin(run(ctx, self.metrics, self.plugin_binary))
     }
 
     fn metrics(&self) -> Option<Arc<dyn MetricsSource>> {
@@ -37,7 +51,7 @@ impl Module for CniModule {
     }
 }
 
-async fn run(ctx: ModuleContext, metrics: Arc<CniMetrics>) -> Result<(), ModuleError> {
+async fn run(ctx: ModuleContext, metrics: Arc<CniMetrics>, plugin_binary: Option<PathBuf>) -> Result<(), ModuleError> {
     let start = Instant::now();
     tokio::select! {
         _ = ctx.cancel.cancelled() => return Ok(()),
@@ -53,16 +67,31 @@ async fn run(ctx: ModuleContext, metrics: Arc<CniMetrics>) -> Result<(), ModuleE
     };
     let blocks = cidrs.into_iter().map(ipam::Block::new).collect::<Result<Vec<_>, _>>()?;
     let pools = ipam::NodePools::new(blocks)?;
-    let host = Netlink::connect()?;
+    let wiring = Wiring::new()?;
     let store = ctx.store.clone();
     let config = ctx.config.clone();
-    let mut handler = tokio::task::spawn_blocking(move || Handler::new(pools, &store, host, config)).await??;
+    let mut handler = tokio::task::spawn_blocking(move || Handler::new(pools, &store, wiring, config)).await??;
     handler.reconcile_at_start().await?;
     let handler = Arc::new(Mutex::new(handler));
+    if ctx.config.cni.orphan_grace_seconds > 0 {
+        tokio::spawn(orphans::collect(
+            handler.clone(),
+            ctx.cache.clone(),
+            std::time::Duration::from_secs(ctx.config.cni.orphan_grace_seconds),
+            ctx.cancel.clone(),
+        ));
+    }
     let socket = ctx.config.cni_socket();
     let listener = bind(&socket)?;
+    // Only now may runtimes learn of the network: every request would fail before.
+    if let Some(binary) = plugin_binary {
+        if install::install_plugin(&binary, &ctx.config.cni.bin_dir)? {
+            tracing::info!(dir = %ctx.config.cni.bin_dir.display(), "installed the netlet CNI plugin");
+        }
+    }
+    let conflist = install::write_conflist(&ctx.config)?;
     ctx.status.record_reconcile::<String>(start.elapsed(), Ok(()));
-    tracing::info!(socket = %socket.display(), "CNI server ready");
+    tracing::info!(socket = %socket.display(), conflist = %conflist.display(), "CNI server ready");
     loop {
         let conn = tokio::select! {
             _ = ctx.cancel.cancelled() => break,
@@ -77,6 +106,8 @@ async fn run(ctx: ModuleContext, metrics: Arc<CniMetrics>) -> Result<(), ModuleE
         }
     }
     let _ = std::fs::remove_file(&socket);
+    // Interfaces DEL retired go now rather than at the next start.
+    handler.lock().await.settle().await;
     Ok(())
 }
 

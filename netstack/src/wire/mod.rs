@@ -9,12 +9,15 @@
 
 mod netlink;
 mod netns;
+mod reaper;
 mod sysctl;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 pub use netlink::Netlink;
+use reaper::Reaper;
+pub use reaper::RETIRED_GROUP;
 
 /// The IPv4 gateway every pod routes through; owned by each host veth.
 pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -35,6 +38,8 @@ pub enum WireError {
     InterfaceExists { ifname: String },
     #[error("host interface {0} already exists (is another pod using this container ID?)")]
     HostInterfaceExists(String),
+    #[error("interface {0} vanished while it was being set up")]
+    Vanished(String),
     #[error("netlink: {step}: {source}")]
     Netlink {
         step: String,
@@ -88,66 +93,153 @@ pub fn is_host_ifname(name: &str) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-/// Builds the pod's interface. On error, whatever was created is removed
-/// before returning, so a failed ADD leaves nothing behind.
-pub async fn wire(host: &Netlink, pod: &PodInterface) -> Result<Wired, WireError> {
-    if !pod.netns.exists() {
-        return Err(WireError::NetnsMissing(pod.netns.clone()));
+/// The node's side of pod wiring: a netlink connection in the node's
+/// namespace and the reaper that deletes what DEL retired.
+pub struct Wiring {
+    host: Netlink,
+    reaper: Reaper,
+}
+
+impl Wiring {
+    /// Wiring in the calling thread's network namespace; needs a tokio
+    /// runtime.
+    pub fn new() -> std::io::Result<Wiring> {
+        Ok(Wiring {
+            host: Netlink::connect()?,
+            reaper: Reaper::start()?,
+        })
     }
-    let host_if = host_ifname(&pod.container_id, &pod.ifname);
-    if host.index_of(&host_if).await?.is_some() {
-        return Err(WireError::HostInterfaceExists(host_if));
-    }
-    sysctl::host_forwarding()?;
-    // The peer is created under a temporary name in the host namespace and
-    // renamed once inside the pod, where `ifname` may not clash.
-    let temp = format!("nt{}", &host_if[2..]);
-    host.add_veth(&host_if, &temp, pod.mtu).await?;
-    match finish(host, pod, &host_if, &temp).await {
-        Ok(w) => Ok(w),
-        Err(e) => {
-            // Deleting one end deletes both, wherever the peer is.
-            let _ = host.delete_link(&host_if).await;
-            Err(e)
+
+    /// Builds the pod's interface. On error, whatever was created is
+    /// retired before returning, so a failed ADD leaves nothing working
+    /// behind and nothing at all once the reaper has run.
+    pub async fn wire(&self, pod: &PodInterface) -> Result<Wired, WireError> {
+        if !pod.netns.exists() {
+            return Err(WireError::NetnsMissing(pod.netns.clone()));
+        }
+        let host_if = host_ifname(&pod.container_id, &pod.ifname);
+        if self.host.find(&host_if).await?.is_some() {
+            // A retired link of an earlier DEL may still hold the name.
+            self.reaper.settle().await;
+            if self.host.find(&host_if).await?.is_some() {
+                return Err(WireError::HostInterfaceExists(host_if));
+            }
+        }
+        sysctl::host_forwarding()?;
+        let ns_file = std::fs::File::open(&pod.netns).map_err(|source| WireError::Netns {
+            path: pod.netns.clone(),
+            source,
+        })?;
+        let create = || self.host.add_veth_into(&host_if, &pod.ifname, &ns_file, pod.mtu);
+        match create().await {
+            Ok(()) => {}
+            Err(e) if netlink::is_name_taken(&e) => {
+                // The pod's name is taken: by a retired interface still
+                // waiting for the reaper (retry once it has run), or for real.
+                self.reaper.settle().await;
+                create().await.map_err(|e| match netlink::is_name_taken(&e) {
+                    true => WireError::InterfaceExists {
+                        ifname: pod.ifname.clone(),
+                    },
+                    false => e,
+                })?;
+            }
+            Err(e) => return Err(e),
+        }
+        match self.finish(pod, &host_if).await {
+            Ok(w) => Ok(w),
+            Err(e) => {
+                // Retiring one end takes both: the pod side goes with it.
+                let _ = self.retire(&host_if).await;
+                Err(e)
+            }
         }
     }
+
+    async fn finish(&self, pod: &PodInterface, host_if: &str) -> Result<Wired, WireError> {
+        let pod_mac = netns::run_in(&pod.netns, {
+            let pod = pod.clone();
+            move |nl| async move { configure_pod_side(&nl, &pod).await }
+        })
+        .await??;
+        let host = &self.host;
+        let host_index = host
+            .index_of(host_if)
+            .await?
+            .ok_or_else(|| WireError::Vanished(host_if.to_string()))?;
+        sysctl::host_interface(host_if)?;
+        host.set_up(host_index, pod.mtu).await?;
+        host.add_address(host_index, IpAddr::V4(GATEWAY_V4), 32).await?;
+        host.add_address(host_index, IpAddr::V6(GATEWAY_V6), 64).await?;
+        for addr in &pod.addresses {
+            host.add_link_route(host_index, *addr).await?;
+        }
+        Ok(Wired {
+            host_ifname: host_if.to_string(),
+            host_mac: host.mac_of(host_index).await?,
+            pod_mac,
+        })
+    }
+
+    /// Takes a pod interface out of service by its host-side name: down,
+    /// its routes gone, deleted by the reaper shortly. Succeeds when it is
+    /// already gone, as CNI DEL must.
+    pub async fn unwire(&self, container_id: &str, ifname: &str) -> Result<(), WireError> {
+        self.retire(&host_ifname(container_id, ifname)).await
+    }
+
+    async fn retire(&self, host_if: &str) -> Result<(), WireError> {
+        if let Some(link) = self.host.find(host_if).await? {
+            if link.group != RETIRED_GROUP {
+                self.host.set_down_in_group(link.index, RETIRED_GROUP).await?;
+            }
+            self.reaper.wake();
+        }
+        Ok(())
+    }
+
+    /// Whether the pod interface is in service (CNI CHECK).
+    pub async fn is_wired(&self, container_id: &str, ifname: &str, netns: &Path) -> Result<bool, WireError> {
+        let live = self
+            .host
+            .find(&host_ifname(container_id, ifname))
+            .await?
+            .is_some_and(|l| l.group != RETIRED_GROUP);
+        if !live || !netns.exists() {
+            return Ok(false);
+        }
+        let ifname = ifname.to_string();
+        netns::run_in(netns, move |nl| async move {
+            nl.index_of(&ifname).await.map(|i| i.is_some())
+        })
+        .await?
+    }
+
+    /// Retires every pod interface on the node whose host-side name is not
+    /// in `keep` (what a crash between creating an interface and recording
+    /// it leaves), and returns their names.
+    pub async fn retire_all_but(&self, keep: &std::collections::BTreeSet<String>) -> Result<Vec<String>, WireError> {
+        let mut retired = Vec::new();
+        for (name, link) in self.host.links().await? {
+            if link.group == RETIRED_GROUP || (is_host_ifname(&name) && !keep.contains(&name)) {
+                self.retire(&name).await?;
+                retired.push(name);
+            }
+        }
+        Ok(retired)
+    }
+
+    /// Waits until every interface retired so far is deleted.
+    pub async fn settle(&self) {
+        self.reaper.settle().await;
+    }
 }
 
-async fn finish(host: &Netlink, pod: &PodInterface, host_if: &str, temp: &str) -> Result<Wired, WireError> {
-    let ns_file = std::fs::File::open(&pod.netns).map_err(|source| WireError::Netns {
-        path: pod.netns.clone(),
-        source,
-    })?;
-    host.move_to_netns(temp, &ns_file).await?;
-    let pod_mac = netns::run_in(&pod.netns, {
-        let pod = pod.clone();
-        let temp = temp.to_string();
-        move |nl| async move { configure_pod_side(&nl, &pod, &temp).await }
-    })
-    .await??;
-    let host_index = host.index_of(host_if).await?.expect("created above");
-    sysctl::host_interface(host_if)?;
-    host.set_up(host_index, pod.mtu).await?;
-    host.add_address(host_index, IpAddr::V4(GATEWAY_V4), 32).await?;
-    host.add_address(host_index, IpAddr::V6(GATEWAY_V6), 64).await?;
-    for addr in &pod.addresses {
-        host.add_link_route(host_index, *addr).await?;
-    }
-    Ok(Wired {
-        host_ifname: host_if.to_string(),
-        host_mac: host.mac_of(host_index).await?,
-        pod_mac,
-    })
-}
-
-async fn configure_pod_side(nl: &Netlink, pod: &PodInterface, temp: &str) -> Result<String, WireError> {
-    if nl.index_of(&pod.ifname).await?.is_some() {
-        return Err(WireError::InterfaceExists {
-            ifname: pod.ifname.clone(),
-        });
-    }
-    let index = nl.index_of(temp).await?.expect("moved here by the host side");
-    nl.rename(index, &pod.ifname).await?;
+async fn configure_pod_side(nl: &Netlink, pod: &PodInterface) -> Result<String, WireError> {
+    let index = nl
+        .index_of(&pod.ifname)
+        .await?
+        .ok_or_else(|| WireError::Vanished(pod.ifname.clone()))?;
     if let Some(lo) = nl.index_of("lo").await? {
         nl.set_up(lo, 65536).await?;
     }
@@ -165,24 +257,6 @@ async fn configure_pod_side(nl: &Netlink, pod: &PodInterface, temp: &str) -> Res
         nl.add_default_route(index, IpAddr::V6(GATEWAY_V6)).await?;
     }
     nl.mac_of(index).await
-}
-
-/// Removes a pod interface by its host-side name. Succeeds when it is
-/// already gone, as CNI DEL must.
-pub async fn unwire(host: &Netlink, container_id: &str, ifname: &str) -> Result<(), WireError> {
-    host.delete_link(&host_ifname(container_id, ifname)).await
-}
-
-/// Whether the pod interface is still in place (CNI CHECK).
-pub async fn is_wired(host: &Netlink, container_id: &str, ifname: &str, netns: &Path) -> Result<bool, WireError> {
-    if host.index_of(&host_ifname(container_id, ifname)).await?.is_none() || !netns.exists() {
-        return Ok(false);
-    }
-    let ifname = ifname.to_string();
-    netns::run_in(netns, move |nl| async move {
-        nl.index_of(&ifname).await.map(|i| i.is_some())
-    })
-    .await?
 }
 
 #[cfg(test)]

@@ -6,13 +6,14 @@ use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{RouteMessage, RouteScope};
-use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::WireError;
 
 const ENODEV: i32 = 19;
+const EEXIST: i32 = 17;
 
 /// A netlink connection in the namespace it was opened in.
 pub struct Netlink {
@@ -28,6 +29,28 @@ fn is_missing(e: &rtnetlink::Error) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -ENODEV)
 }
 
+/// Whether the kernel refused to create something because its name is taken.
+pub fn is_name_taken(e: &WireError) -> bool {
+    matches!(e, WireError::Netlink { source: rtnetlink::Error::NetlinkError(m), .. } if m.raw_code() == -EEXIST)
+}
+
+/// A link as a name lookup finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub group: u32,
+}
+
+fn group_of(link: &LinkMessage) -> u32 {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Group(g) => Some(*g),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 impl Netlink {
     /// Opens a connection in the calling thread's namespace; needs a tokio
     /// runtime to drive it.
@@ -37,36 +60,74 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    pub async fn index_of(&self, name: &str) -> Result<Option<u32>, WireError> {
+    pub async fn find(&self, name: &str) -> Result<Option<Link>, WireError> {
         let mut links = self.handle.link().get().match_name(name.to_string()).execute();
         match links.try_next().await {
-            Ok(link) => Ok(link.map(|l| l.header.index)),
+            Ok(link) => Ok(link.map(|l| Link {
+                index: l.header.index,
+                group: group_of(&l),
+            })),
             Err(e) if is_missing(&e) => Ok(None),
             Err(e) => Err(failed(format!("look up {name}"))(e)),
         }
     }
 
-    pub async fn add_veth(&self, name: &str, peer: &str, mtu: u32) -> Result<(), WireError> {
+    pub async fn index_of(&self, name: &str) -> Result<Option<u32>, WireError> {
+        Ok(self.find(name).await?.map(|l| l.index))
+    }
+
+    /// Creates a veth pair whose `peer` end is born inside the namespace
+    /// `netns` under its final name. Moving an existing link between
+    /// namespaces costs the kernel an RCU grace period (10-20 ms); creating
+    /// it there costs nothing extra. A name already taken on either side
+    /// fails with EEXIST (see [`is_name_taken`]).
+    pub async fn add_veth_into(
+        &self,
+        name: &str,
+        peer: &str,
+        netns: &std::fs::File,
+        mtu: u32,
+    ) -> Result<(), WireError> {
+        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_string())
+            .mtu(mtu)
+            .setns_by_fd(netns.as_raw_fd())
+            .build();
+        let msg = LinkVeth::new(name, peer)
+            .mtu(mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
         self.handle
             .link()
-            .add(LinkVeth::new(name, peer).mtu(mtu).build())
+            .add(msg)
             .execute()
             .await
-            .map_err(failed(format!("create veth {name}/{peer}")))
+            .map_err(failed(format!("create veth {name} with {peer} in the pod namespace")))
     }
 
     async fn set_link(&self, msg: LinkMessage, step: String) -> Result<(), WireError> {
         self.handle.link().set(msg).execute().await.map_err(failed(step))
     }
 
-    pub async fn move_to_netns(&self, name: &str, netns: &std::fs::File) -> Result<(), WireError> {
-        let msg = LinkUnspec::new_with_name(name).setns_by_fd(netns.as_raw_fd()).build();
-        self.set_link(msg, format!("move {name} into the pod namespace")).await
+    /// Takes a link down and moves it into `group`, in one request. Down
+    /// removes every route through it in both families at once.
+    pub async fn set_down_in_group(&self, index: u32, group: u32) -> Result<(), WireError> {
+        let msg = LinkUnspec::new_with_index(index).down().link_group(group).build();
+        match self.set_link(msg, format!("take down link {index}")).await {
+            Err(WireError::Netlink { source, .. }) if is_missing(&source) => Ok(()),
+            other => other,
+        }
     }
 
-    pub async fn rename(&self, index: u32, name: &str) -> Result<(), WireError> {
-        let msg = LinkUnspec::new_with_index(index).name(name.to_string()).build();
-        self.set_link(msg, format!("rename to {name}")).await
+    /// Deletes every link in `group` in one request: the kernel pays its
+    /// RCU barrier once for all of them. An empty group is not an error.
+    pub async fn delete_group(&self, group: u32) -> Result<(), WireError> {
+        let mut req = self.handle.link().del(0);
+        req.message_mut().attributes.push(LinkAttribute::Group(group));
+        match req.execute().await {
+            Err(e) if !is_missing(&e) => Err(failed(format!("delete the links of group {group}"))(e)),
+            _ => Ok(()),
+        }
     }
 
     pub async fn set_up(&self, index: u32, mtu: u32) -> Result<(), WireError> {
@@ -135,8 +196,8 @@ impl Netlink {
         Ok(mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
     }
 
-    /// Names of every link in the namespace.
-    pub async fn link_names(&self) -> Result<Vec<String>, WireError> {
+    /// Every link in the namespace, by name.
+    pub async fn links(&self) -> Result<Vec<(String, Link)>, WireError> {
         let links: Vec<_> = self
             .handle
             .link()
@@ -148,22 +209,15 @@ impl Netlink {
         Ok(links
             .into_iter()
             .filter_map(|l| {
+                let link = Link {
+                    index: l.header.index,
+                    group: group_of(&l),
+                };
                 l.attributes.into_iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n),
+                    LinkAttribute::IfName(n) => Some((n, link)),
                     _ => None,
                 })
             })
             .collect())
-    }
-
-    /// Deletes a link by name; a link that does not exist is not an error.
-    pub async fn delete_link(&self, name: &str) -> Result<(), WireError> {
-        let Some(index) = self.index_of(name).await? else {
-            return Ok(());
-        };
-        match self.handle.link().del(index).execute().await {
-            Err(e) if !is_missing(&e) => Err(failed(format!("delete {name}"))(e)),
-            _ => Ok(()),
-        }
     }
 }

@@ -1,0 +1,232 @@
+//! What the CNI integration tests share: an API stand-in with a Node, an
+//! agent on a temporary directory (in this process or as a process), and
+//! the netlet plugin executed the way a container runtime executes it.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use k8s_openapi::api::core::v1::Node;
+use serde_json::{json, Value};
+
+pub const NETLET: &str = env!("CARGO_BIN_EXE_netlet");
+pub const NODE: &str = "cni-test-node";
+
+pub struct Plugin {
+    pub socket: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub ok: bool,
+    pub doc: Option<Value>,
+}
+
+impl Plugin {
+    pub fn conf(&self, version: &str, extra: Value) -> Value {
+        let mut c = json!({"cniVersion": version, "name": "netlet", "type": "netlet", "agentSocket": self.socket});
+        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        c
+    }
+
+    pub fn exec(&self, command: &str, id: &str, netns: Option<&Path>, conf: &Value) -> Outcome {
+        let mut cmd = Command::new(NETLET);
+        cmd.env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/opt/cni/bin")
+            .env(
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if let Some(ns) = netns {
+            cmd.env("CNI_NETNS", ns);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        Outcome {
+            ok: out.status.success(),
+            doc: (!text.trim().is_empty())
+                .then(|| serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))),
+        }
+    }
+}
+
+pub fn host_link_exists(id: &str) -> bool {
+    let name = netstack::wire::host_ifname(id, "eth0");
+    Command::new("ip")
+        .args(["link", "show", &name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Whether the pod's host interface is gone. DEL takes it out of service
+/// at once and the agent deletes retired interfaces in batches just after,
+/// so this waits for that, up to 10 s.
+pub fn host_link_gone(id: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while host_link_exists(id) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
+pub fn host_routes() -> String {
+    let v4 = Command::new("ip").args(["route"]).output().unwrap().stdout;
+    let v6 = Command::new("ip").args(["-6", "route"]).output().unwrap().stdout;
+    format!("{}{}", String::from_utf8_lossy(&v4), String::from_utf8_lossy(&v6))
+}
+
+pub fn error_code(o: &Outcome) -> u64 {
+    assert!(!o.ok, "expected an error, got {o:?}");
+    o.doc
+        .as_ref()
+        .and_then(|d| d["code"].as_u64())
+        .unwrap_or_else(|| panic!("no error document: {o:?}"))
+}
+
+/// Agents here wire pods into this machine's own namespace and remove pod
+/// interfaces they do not know at start: one test at a time.
+static ONE_AGENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// An API stand-in with this test's Node, and a directory for agents.
+pub struct Bed {
+    pub rt: tokio::runtime::Runtime,
+    _api: standin::ApiServer,
+    pub dir: tempfile::TempDir,
+    pub plugin: Plugin,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Bed {
+    /// `pod_cidrs` become the Node's `spec.podCIDRs`.
+    pub fn new(pod_cidrs: &[&str]) -> Bed {
+        let one = ONE_AGENT.lock().unwrap_or_else(|p| p.into_inner());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let api = rt
+            .block_on(standin::ApiServer::start(standin::Options::default()))
+            .unwrap();
+        api.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
+        let bed = Bed {
+            plugin: Plugin {
+                socket: dir.path().join("run/cni.sock"),
+            },
+            rt,
+            _api: api,
+            dir,
+            _one: one,
+        };
+        bed.rt.block_on(async {
+            let node: Node =
+                serde_json::from_value(json!({"metadata":{"name":NODE},"spec":{"podCIDRs":pod_cidrs}})).unwrap();
+            kube::Api::<Node>::all(bed.client().await)
+                .create(&Default::default(), &node)
+                .await
+                .unwrap();
+        });
+        bed
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        netlet::kube_client::client(Some(&self.dir.path().join("kubeconfig")))
+            .await
+            .unwrap()
+    }
+
+    /// Starts an agent on this bed's state directory and waits until ready.
+    pub fn agent(&self) -> netstack::RunningAgent {
+        self.agent_with(json!({}))
+    }
+
+    /// An agent whose `cni` settings are `cni` over the bed's own (config
+    /// and plugin directories inside the bed's directory). It installs
+    /// the netlet binary there as the plugin, as `netlet agent` does.
+    pub fn agent_with(&self, cni: Value) -> netstack::RunningAgent {
+        let mut settings = json!({"confDir": self.dir.path().join("net.d"), "binDir": self.dir.path().join("bin")});
+        if let (Some(s), Some(c)) = (settings.as_object_mut(), cni.as_object()) {
+            s.extend(c.clone());
+        }
+        self.rt.block_on(async {
+            let raw: netstack::RawConfig = serde_json::from_value(json!({
+                "nodeName": NODE, "stateDir": self.dir.path().join("state"), "runDir": self.dir.path().join("run"), "mtu": 1400,
+                "cni": settings,
+            }))
+            .unwrap();
+            let config = raw.validate(NODE).unwrap();
+            let agent = netlet::agent_cmd::agent(config, self.client().await, Some(NETLET.into()))
+                .start()
+                .await
+                .unwrap();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !agent.status().ready {
+                assert!(tokio::time::Instant::now() < deadline, "agent not ready: {:?}", agent.status().not_ready);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            agent
+        })
+    }
+}
+
+/// An agent process on the bed's directories, killed with SIGKILL on drop.
+pub struct AgentProcess(std::process::Child);
+
+impl AgentProcess {
+    pub fn start(bed: &Bed) -> AgentProcess {
+        let d = bed.dir.path();
+        let agent = AgentProcess(
+            Command::new(NETLET)
+                .args(["agent", "--node-name", NODE, "--kubeconfig"])
+                .arg(d.join("kubeconfig"))
+                .arg("--state-dir")
+                .arg(d.join("state"))
+                .arg("--run-dir")
+                .arg(d.join("run"))
+                .arg("--cni-conf-dir")
+                .arg(d.join("net.d"))
+                .arg("--cni-bin-dir")
+                .arg(d.join("bin"))
+                .env("NETLET_LOG", "off")
+                .spawn()
+                .unwrap(),
+        );
+        let socket = d.join("run/admin.sock").display().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let out = Command::new(NETLET)
+                .args(["status", "--socket", &socket])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return agent;
+            }
+            assert!(std::time::Instant::now() < deadline, "agent process not ready");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
