@@ -144,6 +144,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_states_the_defaults() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/netlet.yaml");
+        let from_file = read_file(&shipped).unwrap().validate("n").unwrap();
+        assert_eq!(from_file, RawConfig::default().validate("n").unwrap());
+    }
+
+    #[test]
     fn malformed_file_names_file_and_field() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.yaml");
