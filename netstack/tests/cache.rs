@@ -180,13 +180,17 @@ async fn readiness_waits_for_the_api_and_a_410_relists() {
         cache.get::<Service>(Some("default"), "after").is_some()
     })
     .await;
-    assert!(
-        bed.api.list_requests("services") > lists_before,
-        "the watcher listed again"
-    );
-    let report = agent.status();
-    let services = report.cache.iter().find(|k| k.kind == "Service").unwrap();
-    assert!(services.relists >= 1, "{report:?}");
+    // The new Service may arrive before the relist is counted (the old
+    // watch can still deliver it), so the relist is awaited, not assumed.
+    eventually("the watcher listed again", || async {
+        bed.api.list_requests("services") > lists_before
+    })
+    .await;
+    eventually("the relist is reported", || async {
+        let report = agent.status();
+        report.cache.iter().any(|k| k.kind == "Service" && k.relists >= 1)
+    })
+    .await;
     let page = bed.admin_get("/metrics").await.body;
     assert!(
         metric(&page, "netlet_watch_restarts_total{kind=\"Service\"}").unwrap() >= 1.0,
