@@ -8,6 +8,7 @@ needs=(
   "ip:iproute2"
   "clang:clang"
   "llc:llvm"
+  "/usr/include/bpf/bpf_helpers.h:libbpf-dev"
   "pgrep:procps"
   "dig:dnsutils"
   "socat:socat"

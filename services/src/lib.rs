@@ -1,5 +1,11 @@
 //! Service load balancing in eBPF, replacing kube-proxy: Services and
-//! EndpointSlices compiled into BPF map entries, the C programs under
-//! `bpf/`, and the one task that owns those maps.
-//!
-//! Arrives with the Services issue.
+//! EndpointSlices planned into frontends and backends (`plan`), the C
+//! programs under `bpf/` with the map layouts they share (`maps`), and the
+//! datapath that loads them and keeps the maps in step (`datapath`).
+
+pub mod datapath;
+pub mod maps;
+pub mod plan;
+
+pub use datapath::{Datapath, DatapathError, DatapathOptions};
+pub use plan::{plan, Backend, Frontend, FrontendPlan, Protocol};

@@ -7,12 +7,14 @@
 //! does), so `ip netns`, `ip -n NAME` and CNI plugins given
 //! `CNI_NETNS=/run/netns/NAME` all see it.
 
+mod cgroup;
 mod error;
 mod netns;
 mod nsfs;
 mod privileges;
 mod veth;
 
+pub use cgroup::{cgroup2_root, Cgroup};
 pub use error::Error;
 pub use netns::{run_in, Netns};
 pub use privileges::{privileged, require_privileges};

@@ -1,0 +1,23 @@
+/* Built for the host by build.rs and run there: prints the size and field
+ * offsets of every struct in lb.h, which a Rust test compares with the
+ * #[repr(C)] mirrors. */
+#include <stddef.h>
+#include <stdio.h>
+#include "lb.h"
+
+#define SIZE(s) printf(#s " size %zu\n", sizeof(struct s))
+#define FIELD(s, f) printf(#s "." #f " %zu\n", offsetof(struct s, f))
+
+int main(void)
+{
+	SIZE(lb4_key); FIELD(lb4_key, address); FIELD(lb4_key, port); FIELD(lb4_key, proto); FIELD(lb4_key, slot);
+	SIZE(lb6_key); FIELD(lb6_key, address); FIELD(lb6_key, port); FIELD(lb6_key, proto); FIELD(lb6_key, slot);
+	SIZE(lb_slot); FIELD(lb_slot, backend_id); FIELD(lb_slot, count);
+	SIZE(lb4_backend); FIELD(lb4_backend, address); FIELD(lb4_backend, port);
+	SIZE(lb6_backend); FIELD(lb6_backend, address); FIELD(lb6_backend, port);
+	SIZE(sock4_key); FIELD(sock4_key, cookie); FIELD(sock4_key, backend); FIELD(sock4_key, backend_port);
+	SIZE(sock4_frontend); FIELD(sock4_frontend, address); FIELD(sock4_frontend, port);
+	SIZE(sock6_key); FIELD(sock6_key, cookie); FIELD(sock6_key, backend); FIELD(sock6_key, backend_port);
+	SIZE(sock6_frontend); FIELD(sock6_frontend, address); FIELD(sock6_frontend, port);
+	return 0;
+}

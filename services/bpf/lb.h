@@ -1,0 +1,81 @@
+/* Service load balancing: the map layouts the agent writes and the BPF
+ * programs read. Every struct has explicit padding and is mirrored field
+ * for field by a #[repr(C)] type in services/src/maps.rs; a test compares
+ * sizes and offsets (bpf/layout.c prints them for this header).
+ *
+ * A Service frontend (address, port, protocol) has slot 0, which holds the
+ * number of usable backends; slots 1..count hold one backend id each.
+ * Backends live in their own map, shared by every frontend that uses them.
+ * Addresses and ports are in network byte order. */
+#ifndef NETLET_LB_H
+#define NETLET_LB_H
+
+#include <linux/types.h>
+
+struct lb4_key {
+	__be32 address;
+	__be16 port;
+	__u8 proto;
+	__u8 pad0;
+	__u16 slot;
+	__u8 pad1[2];
+};
+
+struct lb6_key {
+	__u8 address[16];
+	__be16 port;
+	__u8 proto;
+	__u8 pad0;
+	__u16 slot;
+	__u8 pad1[2];
+};
+
+/* Slot 0: count of usable backends (0: refuse connections). Slot n: the
+ * id of backend n. */
+struct lb_slot {
+	__u32 backend_id;
+	__u16 count;
+	__u8 pad[2];
+};
+
+struct lb4_backend {
+	__be32 address;
+	__be16 port;
+	__u8 pad[2];
+};
+
+struct lb6_backend {
+	__u8 address[16];
+	__be16 port;
+	__u8 pad[2];
+};
+
+/* What a socket's traffic to a backend looked like before translation, so
+ * getpeername() and UDP replies show the Service address. */
+struct sock4_key {
+	__u64 cookie;
+	__be32 backend;
+	__be16 backend_port;
+	__u8 pad[2];
+};
+
+struct sock4_frontend {
+	__be32 address;
+	__be16 port;
+	__u8 pad[2];
+};
+
+struct sock6_key {
+	__u64 cookie;
+	__u8 backend[16];
+	__be16 backend_port;
+	__u8 pad[6];
+};
+
+struct sock6_frontend {
+	__u8 address[16];
+	__be16 port;
+	__u8 pad[2];
+};
+
+#endif

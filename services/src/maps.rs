@@ -1,0 +1,193 @@
+//! The Rust side of bpf/lb.h: every map key and value, field for field,
+//! with the same explicit padding (a test compares sizes and offsets with
+//! what the C compiler made of the header).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// `IPPROTO_*` numbers as the kernel gives them to the programs.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_SCTP: u8 = 132;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb4Key {
+    /// Network byte order, as are all addresses and ports here.
+    pub address: [u8; 4],
+    pub port: [u8; 2],
+    pub proto: u8,
+    pub pad0: u8,
+    pub slot: u16,
+    pub pad1: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb6Key {
+    pub address: [u8; 16],
+    pub port: [u8; 2],
+    pub proto: u8,
+    pub pad0: u8,
+    pub slot: u16,
+    pub pad1: [u8; 2],
+}
+
+/// Slot 0: how many backends (0 refuses connections); slot n: backend n.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LbSlot {
+    pub backend_id: u32,
+    pub count: u16,
+    pub pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb4Backend {
+    pub address: [u8; 4],
+    pub port: [u8; 2],
+    pub pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb6Backend {
+    pub address: [u8; 16],
+    pub port: [u8; 2],
+    pub pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Sock4Key {
+    pub cookie: u64,
+    pub backend: [u8; 4],
+    pub backend_port: [u8; 2],
+    pub pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Sock4Frontend {
+    pub address: [u8; 4],
+    pub port: [u8; 2],
+    pub pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Sock6Key {
+    pub cookie: u64,
+    pub backend: [u8; 16],
+    pub backend_port: [u8; 2],
+    pub pad: [u8; 6],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Sock6Frontend {
+    pub address: [u8; 16],
+    pub port: [u8; 2],
+    pub pad: [u8; 2],
+}
+
+// SAFETY: plain old data: repr(C), every bit pattern valid, padding explicit.
+unsafe impl aya::Pod for Lb4Key {}
+unsafe impl aya::Pod for Lb6Key {}
+unsafe impl aya::Pod for LbSlot {}
+unsafe impl aya::Pod for Lb4Backend {}
+unsafe impl aya::Pod for Lb6Backend {}
+unsafe impl aya::Pod for Sock4Key {}
+unsafe impl aya::Pod for Sock4Frontend {}
+unsafe impl aya::Pod for Sock6Key {}
+unsafe impl aya::Pod for Sock6Frontend {}
+
+impl Lb4Key {
+    pub fn new(address: Ipv4Addr, port: u16, proto: u8, slot: u16) -> Lb4Key {
+        Lb4Key {
+            address: address.octets(),
+            port: port.to_be_bytes(),
+            proto,
+            slot,
+            ..Default::default()
+        }
+    }
+}
+
+impl Lb6Key {
+    pub fn new(address: Ipv6Addr, port: u16, proto: u8, slot: u16) -> Lb6Key {
+        Lb6Key {
+            address: address.octets(),
+            port: port.to_be_bytes(),
+            proto,
+            slot,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// What bpf/layout.c printed for lb.h, built by build.rs.
+    const C_LAYOUT: &str = include_str!(concat!(env!("OUT_DIR"), "/layout.txt"));
+
+    #[test]
+    fn rust_and_c_agree_on_every_size_and_offset() {
+        let rust = [
+            ("lb4_key size", size_of::<Lb4Key>()),
+            ("lb4_key.address", offset_of!(Lb4Key, address)),
+            ("lb4_key.port", offset_of!(Lb4Key, port)),
+            ("lb4_key.proto", offset_of!(Lb4Key, proto)),
+            ("lb4_key.slot", offset_of!(Lb4Key, slot)),
+            ("lb6_key size", size_of::<Lb6Key>()),
+            ("lb6_key.address", offset_of!(Lb6Key, address)),
+            ("lb6_key.port", offset_of!(Lb6Key, port)),
+            ("lb6_key.proto", offset_of!(Lb6Key, proto)),
+            ("lb6_key.slot", offset_of!(Lb6Key, slot)),
+            ("lb_slot size", size_of::<LbSlot>()),
+            ("lb_slot.backend_id", offset_of!(LbSlot, backend_id)),
+            ("lb_slot.count", offset_of!(LbSlot, count)),
+            ("lb4_backend size", size_of::<Lb4Backend>()),
+            ("lb4_backend.address", offset_of!(Lb4Backend, address)),
+            ("lb4_backend.port", offset_of!(Lb4Backend, port)),
+            ("lb6_backend size", size_of::<Lb6Backend>()),
+            ("lb6_backend.address", offset_of!(Lb6Backend, address)),
+            ("lb6_backend.port", offset_of!(Lb6Backend, port)),
+            ("sock4_key size", size_of::<Sock4Key>()),
+            ("sock4_key.cookie", offset_of!(Sock4Key, cookie)),
+            ("sock4_key.backend", offset_of!(Sock4Key, backend)),
+            ("sock4_key.backend_port", offset_of!(Sock4Key, backend_port)),
+            ("sock4_frontend size", size_of::<Sock4Frontend>()),
+            ("sock4_frontend.address", offset_of!(Sock4Frontend, address)),
+            ("sock4_frontend.port", offset_of!(Sock4Frontend, port)),
+            ("sock6_key size", size_of::<Sock6Key>()),
+            ("sock6_key.cookie", offset_of!(Sock6Key, cookie)),
+            ("sock6_key.backend", offset_of!(Sock6Key, backend)),
+            ("sock6_key.backend_port", offset_of!(Sock6Key, backend_port)),
+            ("sock6_frontend size", size_of::<Sock6Frontend>()),
+            ("sock6_frontend.address", offset_of!(Sock6Frontend, address)),
+            ("sock6_frontend.port", offset_of!(Sock6Frontend, port)),
+        ];
+        let c: Vec<(String, usize)> = C_LAYOUT
+            .lines()
+            .map(|l| {
+                let (name, n) = l.rsplit_once(' ').unwrap();
+                (name.to_string(), n.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(c.len(), rust.len(), "every C line has a Rust counterpart: {C_LAYOUT}");
+        for ((c_name, c_value), (r_name, r_value)) in c.iter().zip(rust) {
+            assert_eq!((c_name.as_str(), *c_value), (r_name, r_value));
+        }
+    }
+
+    #[test]
+    fn keys_hold_addresses_and_ports_in_network_order() {
+        let k = Lb4Key::new(Ipv4Addr::new(10, 43, 0, 1), 443, PROTO_TCP, 0);
+        assert_eq!(k.address, [10, 43, 0, 1]);
+        assert_eq!(k.port, [1, 187]);
+    }
+}

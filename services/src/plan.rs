@@ -1,0 +1,244 @@
+//! What a Service asks of the datapath, worked out from the Service and
+//! its EndpointSlices, with no kernel in sight: one frontend per address
+//! and port (ClusterIPs, externalIPs and LoadBalancer ingress IPs, in the
+//! Service's families) and the backends each may be sent to.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    fn parse(s: Option<&str>) -> Option<Protocol> {
+        match s.unwrap_or("TCP") {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    /// The `IPPROTO_*` number the BPF programs see.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => crate::maps::PROTO_TCP,
+            Protocol::Udp => crate::maps::PROTO_UDP,
+            Protocol::Sctp => crate::maps::PROTO_SCTP,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Frontend {
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Backend {
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontendPlan {
+    pub frontend: Frontend,
+    /// Sorted, no duplicates; empty means connections are refused.
+    pub backends: Vec<Backend>,
+}
+
+/// The frontends of `service` and their backends from `slices` (the
+/// Service's own EndpointSlices). Headless and ExternalName Services have
+/// none.
+pub fn plan(service: &Service, slices: &[&EndpointSlice]) -> Vec<FrontendPlan> {
+    let Some(spec) = service.spec.as_ref() else {
+        return Vec::new();
+    };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Vec::new();
+    }
+    let mut addresses: Vec<IpAddr> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .chain(spec.external_ips.iter().flatten())
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    addresses.extend(
+        ingress
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.as_deref()?.parse::<IpAddr>().ok()),
+    );
+    let addresses: BTreeSet<IpAddr> = addresses.into_iter().collect();
+
+    let mut plans = Vec::new();
+    for port in spec.ports.iter().flatten() {
+        let (Some(protocol), Ok(number)) = (Protocol::parse(port.protocol.as_deref()), u16::try_from(port.port)) else {
+            continue;
+        };
+        for &address in &addresses {
+            plans.push(FrontendPlan {
+                frontend: Frontend {
+                    address,
+                    port: number,
+                    protocol,
+                },
+                backends: backends(port, protocol, address.is_ipv4(), slices),
+            });
+        }
+    }
+    plans
+}
+
+/// Ready endpoints of the port's family; if there are none, those that
+/// are serving while terminating, so a rollout's last pods still answer.
+fn backends(port: &ServicePort, protocol: Protocol, ipv4: bool, slices: &[&EndpointSlice]) -> Vec<Backend> {
+    let family = if ipv4 { "IPv4" } else { "IPv6" };
+    let mut ready = BTreeSet::new();
+    let mut terminating = BTreeSet::new();
+    for slice in slices.iter().filter(|s| s.address_type == family) {
+        // The slice's port of the same name (and protocol) carries the
+        // target port resolved, named or numeric.
+        let Some(target) = slice.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or("")
+                && Protocol::parse(p.protocol.as_deref()) == Some(protocol)
+        }) else {
+            continue;
+        };
+        let Some(target_port) = target.port.and_then(|p| u16::try_from(p).ok()) else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            let set = match usable(endpoint) {
+                Some(true) => &mut ready,
+                Some(false) => &mut terminating,
+                None => continue,
+            };
+            for address in endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                set.insert(Backend {
+                    address,
+                    port: target_port,
+                });
+            }
+        }
+    }
+    let chosen = if ready.is_empty() { terminating } else { ready };
+    chosen.into_iter().collect()
+}
+
+/// Some(true): ready; Some(false): serving but terminating (a fallback);
+/// None: not to be used. An unset condition counts as its default:
+/// ready and serving unless said otherwise, not terminating.
+fn usable(endpoint: &Endpoint) -> Option<bool> {
+    let c = endpoint.conditions.as_ref();
+    let ready = c.and_then(|c| c.ready).unwrap_or(true);
+    let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+    let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+    if ready && !terminating {
+        Some(true)
+    } else if serving && terminating {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::serde_json::{self, json};
+
+    fn service(spec: serde_json::Value) -> Service {
+        serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "demo"}, "spec": spec})).unwrap()
+    }
+
+    fn slice(family: &str, ports: serde_json::Value, endpoints: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(
+            json!({"metadata": {"name": "web-x"}, "addressType": family, "ports": ports, "endpoints": endpoints}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn each_cluster_ip_and_port_gets_the_ready_endpoints_of_its_family() {
+        let svc = service(json!({
+            "clusterIP": "10.43.0.10", "clusterIPs": ["10.43.0.10", "fd00:43::a"],
+            "ports": [{"name": "http", "port": 80, "targetPort": "web"}, {"name": "dns", "port": 53, "protocol": "UDP"}],
+        }));
+        let v4 = slice(
+            "IPv4",
+            json!([{"name": "http", "port": 8080}, {"name": "dns", "port": 5353, "protocol": "UDP"}]),
+            json!([{"addresses": ["10.42.0.2"]}, {"addresses": ["10.42.0.3"], "conditions": {"ready": false}}]),
+        );
+        let v6 = slice(
+            "IPv6",
+            json!([{"name": "http", "port": 8080}]),
+            json!([{"addresses": ["fd00:42::2"]}]),
+        );
+        let plans = plan(&svc, &[&v4, &v6]);
+        let find = |addr: &str, port: u16| {
+            plans
+                .iter()
+                .find(|p| p.frontend.address == addr.parse::<IpAddr>().unwrap() && p.frontend.port == port)
+                .unwrap()
+                .backends
+                .clone()
+        };
+        let b = |a: &str, p: u16| Backend {
+            address: a.parse().unwrap(),
+            port: p,
+        };
+        assert_eq!(plans.len(), 4);
+        assert_eq!(find("10.43.0.10", 80), [b("10.42.0.2", 8080)]);
+        assert_eq!(find("10.43.0.10", 53), [b("10.42.0.2", 5353)]);
+        assert_eq!(find("fd00:43::a", 80), [b("fd00:42::2", 8080)]);
+        assert!(find("fd00:43::a", 53).is_empty(), "no IPv6 endpoint serves dns");
+    }
+
+    #[test]
+    fn terminating_endpoints_serve_only_when_none_is_ready() {
+        let svc = service(json!({"clusterIP": "10.43.0.11", "ports": [{"port": 80}]}));
+        let going = slice(
+            "IPv4",
+            json!([{"port": 8080}]),
+            json!([{"addresses": ["10.42.0.9"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+                   {"addresses": ["10.42.0.8"], "conditions": {"ready": false, "serving": false, "terminating": true}}]),
+        );
+        assert_eq!(plan(&svc, &[&going])[0].backends.len(), 1);
+        let fresh = slice("IPv4", json!([{"port": 8080}]), json!([{"addresses": ["10.42.0.7"]}]));
+        let both = plan(&svc, &[&going, &fresh]);
+        assert_eq!(both[0].backends[0].address, "10.42.0.7".parse::<IpAddr>().unwrap());
+        assert_eq!(both[0].backends.len(), 1);
+    }
+
+    #[test]
+    fn external_and_load_balancer_ips_are_frontends_too_headless_has_none() {
+        let mut svc =
+            service(json!({"clusterIP": "10.43.0.12", "externalIPs": ["192.0.2.7"], "ports": [{"port": 80}]}));
+        svc.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.4"}]}})).unwrap();
+        let addrs: Vec<String> = plan(&svc, &[]).iter().map(|p| p.frontend.address.to_string()).collect();
+        assert_eq!(addrs, ["10.43.0.12", "192.0.2.7", "198.51.100.4"]);
+        assert!(plan(&service(json!({"clusterIP": "None", "ports": [{"port": 80}]})), &[]).is_empty());
+        assert!(plan(
+            &service(json!({"type": "ExternalName", "externalName": "example.org"})),
+            &[]
+        )
+        .is_empty());
+    }
+}

@@ -1,0 +1,176 @@
+//! Socket-level Service translation as a process sees it: a client in a
+//! cgroup the programs are attached to reaches a Service address and
+//! talks to a backend, over TCP and UDP, in both families; UDP replies
+//! show the Service address; a Service without backends refuses
+//! connections; and a second load (an agent restart) takes over the
+//! pinned maps without losing anything.
+
+use std::net::IpAddr;
+use std::process::{Child, Stdio};
+
+use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, Protocol};
+use testbed::{Cgroup, Netns};
+
+struct Bed {
+    ns: Netns,
+    cgroup: Cgroup,
+    pin_dir: std::path::PathBuf,
+    servers: Vec<Child>,
+}
+
+impl Bed {
+    fn new() -> Bed {
+        let ns = Netns::new("slb").unwrap();
+        for addr in ["10.250.0.2/32", "10.250.0.3/32"] {
+            assert!(ns.exec(&["ip", "addr", "add", addr, "dev", "lo"]).status.success());
+        }
+        assert!(ns
+            .exec(&["ip", "addr", "add", "fd00:250::2/128", "dev", "lo", "nodad"])
+            .status
+            .success());
+        let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/netlet-test-{}", std::process::id()));
+        Bed {
+            ns,
+            cgroup: Cgroup::new("slb").unwrap(),
+            pin_dir,
+            servers: Vec::new(),
+        }
+    }
+
+    fn options(&self) -> DatapathOptions {
+        DatapathOptions {
+            pin_dir: self.pin_dir.clone(),
+            cgroup: self.cgroup.path().to_path_buf(),
+            map_entries: 1024,
+        }
+    }
+
+    /// A socat server answering `reply` on `listen` (a socat address).
+    fn serve(&mut self, listen: &str, reply: &str) {
+        let child = self
+            .ns
+            .command("socat")
+            .args([listen, &format!("SYSTEM:echo {reply}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.servers.push(child);
+    }
+
+    /// What a client in the cgroup gets from `target` (a socat address):
+    /// its output and errors. Tried for up to 10 s while servers start.
+    fn ask(&self, target: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mut cmd = self.ns.command("socat");
+            cmd.args(["-T", "1", "-", target]);
+            let mut child = self
+                .cgroup
+                .adopt(&mut cmd)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"hi\n");
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let answered = !out.stdout.is_empty();
+            let failed_for_good = text.contains("refused") || text.contains("unreachable");
+            if answered || failed_for_good || std::time::Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+fn plan(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16)]) -> FrontendPlan {
+    FrontendPlan {
+        frontend: Frontend {
+            address: address.parse().unwrap(),
+            port,
+            protocol,
+        },
+        backends: backends
+            .iter()
+            .map(|(a, p)| Backend {
+                address: a.parse::<IpAddr>().unwrap(),
+                port: *p,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn clients_reach_services_through_their_backends() {
+    if !testbed::require_privileges("clients_reach_services_through_their_backends") {
+        return;
+    }
+    let mut bed = Bed::new();
+    bed.serve("TCP4-LISTEN:8080,bind=10.250.0.2,reuseaddr,fork", "alpha");
+    bed.serve("TCP4-LISTEN:8080,bind=10.250.0.3,reuseaddr,fork", "beta");
+    bed.serve("TCP6-LISTEN:8080,bind=[fd00:250::2],reuseaddr,fork", "six");
+    bed.serve("UDP4-RECVFROM:5353,bind=10.250.0.2,fork", "udp");
+
+    let mut dp = Datapath::load(&bed.options()).unwrap();
+    let web = plan("10.43.250.1", 80, Protocol::Tcp, &[("10.250.0.2", 8080)]);
+    assert!(dp.apply(&web).unwrap());
+    assert!(!dp.apply(&web).unwrap(), "nothing to write the second time");
+    dp.apply(&plan("fd00:43::250", 80, Protocol::Tcp, &[("fd00:250::2", 8080)]))
+        .unwrap();
+    dp.apply(&plan("10.43.250.53", 53, Protocol::Udp, &[("10.250.0.2", 5353)]))
+        .unwrap();
+    dp.apply(&plan("10.43.250.9", 80, Protocol::Tcp, &[])).unwrap();
+
+    assert_eq!(bed.ask("TCP4:10.43.250.1:80").trim(), "alpha");
+    assert_eq!(bed.ask("TCP6:[fd00:43::250]:80").trim(), "six");
+    // socat drops datagrams from any address but the one it sent to: the
+    // reply shows the Service address, not the backend's.
+    assert_eq!(bed.ask("UDP4-SENDTO:10.43.250.53:53").trim(), "udp");
+    assert!(
+        bed.ask("TCP4:10.43.250.9:80").contains("Connection refused"),
+        "no backends: refused, not hanging"
+    );
+
+    // A changed backend set takes effect for new connections.
+    dp.apply(&plan("10.43.250.1", 80, Protocol::Tcp, &[("10.250.0.3", 8080)]))
+        .unwrap();
+    assert_eq!(bed.ask("TCP4:10.43.250.1:80").trim(), "beta");
+
+    // The next agent finds everything in the pinned maps.
+    drop(dp);
+    assert_eq!(
+        bed.ask("TCP4:10.43.250.1:80").trim(),
+        "beta",
+        "still translated with no agent"
+    );
+    let mut dp = Datapath::load(&bed.options()).unwrap();
+    assert_eq!(dp.frontends().count(), 4);
+    assert!(
+        !dp.apply(&plan("10.43.250.1", 80, Protocol::Tcp, &[("10.250.0.3", 8080)]))
+            .unwrap(),
+        "what is in place is recognised"
+    );
+    dp.remove(&web.frontend).unwrap();
+    // Untranslated, the Service address leads nowhere in this namespace.
+    assert!(
+        bed.ask("TCP4:10.43.250.1:80").contains("unreachable"),
+        "removed: no longer translated"
+    );
+}
