@@ -45,7 +45,12 @@ pub fn agent(config: Config, client: kube::Client, plugin_binary: Option<PathBuf
         Some(binary) => netstack::cni::CniModule::installing(binary),
         None => netstack::cni::CniModule::default(),
     };
-    Agent::new(config, client).with_module(Box::new(cni))
+    let services = config.services.enabled;
+    let agent = Agent::new(config, client).with_module(Box::new(cni));
+    match services {
+        true => agent.with_module(Box::<netstack::lb::ServicesModule>::default()),
+        false => agent,
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

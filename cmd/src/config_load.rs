@@ -89,6 +89,7 @@ impl ConfigFlags {
                 bin_dir: self.cni_bin_dir.clone(),
                 ..Default::default()
             },
+            services: Default::default(),
             shutdown_grace_seconds: None,
         }
     }

@@ -375,7 +375,7 @@ fn pods_gone_from_the_node_lose_their_leases() {
         pods.create(&Default::default(), &pod).await.unwrap();
         pods
     });
-    let agent = bed.agent_with(json!({"orphanGraceSeconds": 1}));
+    let agent = bed.agent_with(json!({"cni": {"orphanGraceSeconds": 1}}));
     let conf = bed.plugin.conf("1.1.0", json!({}));
     let (kept, ghost) = (Netns::new("orp").unwrap(), Netns::new("orp").unwrap());
     assert!(bed.plugin.exec("ADD", "kept", Some(&kept.path()), &conf).ok);

@@ -135,10 +135,10 @@ fn chained_plugins_get_netlets_result() {
     let node = Netns::new("chn").unwrap();
     node.run(|| {
         let bed = Bed::new(&["10.127.0.0/28", "fd00:127::/124"]);
-        let agent = bed.agent_with(json!({"chain": [
+        let agent = bed.agent_with(json!({"cni": {"chain": [
             {"type": "portmap", "capabilities": {"portMappings": true}},
             {"type": "bandwidth", "capabilities": {"bandwidth": true}},
-        ]}));
+        ]}}));
         let conflist = bed.dir.path().join("net.d/10-netlet.conflist");
         let chain = Chain {
             conflist: serde_json::from_slice(&std::fs::read(conflist).unwrap()).unwrap(),
@@ -323,7 +323,7 @@ fn containerd_runs_a_container_on_netlet() {
     node.run(|| {
         let bed = Bed::new(&["10.128.0.0/28", "fd00:128::/124"]);
         // The agent writes the real conflist and installs the real plugin.
-        let agent = bed.agent_with(json!({"confDir": "/etc/cni/net.d", "binDir": "/opt/cni/bin"}));
+        let agent = bed.agent_with(json!({"cni": {"confDir": "/etc/cni/net.d", "binDir": "/opt/cni/bin"}}));
         let containerd = Containerd::start();
         let mut run = containerd
             .ctr(&[

@@ -45,7 +45,23 @@ pub struct RawConfig {
     pub admin: RawAdminConfig,
     #[serde(default)]
     pub cni: RawCniConfig,
+    #[serde(default)]
+    pub services: RawServicesConfig,
     pub shutdown_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawServicesConfig {
+    /// Load-balance Services in eBPF (off until it replaces kube-proxy
+    /// completely).
+    pub enabled: Option<bool>,
+    /// The cgroup v2 directory whose processes get Service translation.
+    pub cgroup: Option<PathBuf>,
+    /// Directory on the bpf filesystem for pinned maps and links.
+    pub pin_dir: Option<PathBuf>,
+    /// Entries of each BPF map.
+    pub map_entries: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +111,17 @@ pub struct Config {
     pub mtu: u32,
     pub admin: AdminConfig,
     pub cni: CniConfig,
+    pub services: ServicesConfig,
     pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicesConfig {
+    pub enabled: bool,
+    pub cgroup: PathBuf,
+    pub pin_dir: PathBuf,
+    pub map_entries: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -173,6 +199,12 @@ impl RawConfig {
                 conf_version: over.cni.conf_version.or(self.cni.conf_version),
                 chain: over.cni.chain.or(self.cni.chain),
                 orphan_grace_seconds: over.cni.orphan_grace_seconds.or(self.cni.orphan_grace_seconds),
+            },
+            services: RawServicesConfig {
+                enabled: over.services.enabled.or(self.services.enabled),
+                cgroup: over.services.cgroup.or(self.services.cgroup),
+                pin_dir: over.services.pin_dir.or(self.services.pin_dir),
+                map_entries: over.services.map_entries.or(self.services.map_entries),
             },
             shutdown_grace_seconds: over.shutdown_grace_seconds.or(self.shutdown_grace_seconds),
         }
@@ -254,6 +286,7 @@ impl RawConfig {
             }
         }
         let cni = self.cni.validate()?;
+        let services = self.services.validate()?;
         Ok(Config {
             node_name,
             kubeconfig: self.kubeconfig,
@@ -272,8 +305,42 @@ impl RawConfig {
             node_cidr_mask_size_ipv6: v6_mask,
             mtu,
             cni,
+            services,
             shutdown_grace_seconds: self.shutdown_grace_seconds.unwrap_or(10),
         })
+    }
+}
+
+/// Where the bpf filesystem is mounted (the agent mounts it if needed).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/netlet";
+
+impl RawServicesConfig {
+    fn validate(self) -> Result<ServicesConfig, ConfigError> {
+        let map_entries = self.map_entries.unwrap_or(65536);
+        if !(16..=1 << 24).contains(&map_entries) {
+            return Err(bad(
+                "services.mapEntries",
+                map_entries,
+                "must be between 16 and 16777216",
+            ));
+        }
+        Ok(ServicesConfig {
+            enabled: self.enabled.unwrap_or(false),
+            cgroup: self.cgroup.unwrap_or_else(default_cgroup),
+            pin_dir: self.pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
+            map_entries,
+        })
+    }
+}
+
+/// The cgroup v2 root: the hybrid layout's `unified` mount if there is
+/// one, else `/sys/fs/cgroup`.
+fn default_cgroup() -> PathBuf {
+    let unified = PathBuf::from("/sys/fs/cgroup/unified");
+    if unified.join("cgroup.procs").exists() {
+        unified
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
     }
 }
 

@@ -1,7 +1,7 @@
 //! The defaulting a real API server applies on every write, for the fields
 //! netlet reads: a client never sees a Service port without a protocol
-//! from a real cluster, so it does not see one here either. Nothing is
-//! allocated (no ClusterIP, no NodePort).
+//! from a real cluster, so it does not see one here either. Allocation
+//! (ClusterIPs, node ports) is `allocate`'s job.
 
 use serde_json::{json, Value};
 
@@ -34,6 +34,9 @@ fn service(spec: &mut Value) {
     }
     if ty == "NodePort" || ty == "LoadBalancer" {
         set_if_absent(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if ty == "LoadBalancer" {
+        set_if_absent(spec, "allocateLoadBalancerNodePorts", json!(true));
     }
     for p in each(spec, "ports") {
         set_if_absent(p, "protocol", json!("TCP"));
@@ -73,7 +76,13 @@ fn network_policy(spec: &mut Value) {
 pub fn apply(res: &Resource, obj: &mut Value) {
     let spec_object = obj.get("spec").is_some_and(Value::is_object);
     match (res.group, res.kind) {
-        ("", "Service") if spec_object => service(&mut obj["spec"]),
+        // A Service always has a spec: its type and addresses live there.
+        ("", "Service") => {
+            set_if_absent(obj, "spec", json!({}));
+            if obj["spec"].is_object() {
+                service(&mut obj["spec"])
+            }
+        }
         ("", "Pod") if spec_object => pod(&mut obj["spec"]),
         ("networking.k8s.io", "NetworkPolicy") if spec_object => network_policy(&mut obj["spec"]),
         ("discovery.k8s.io", "EndpointSlice") => ports_tcp(each(obj, "ports")),
@@ -104,7 +113,7 @@ mod tests {
             svc["spec"]["ports"][1],
             json!({"port":53,"protocol":"UDP","targetPort":"dns"})
         );
-        assert!(svc["spec"].get("clusterIP").is_none(), "nothing is allocated");
+        assert!(svc["spec"].get("clusterIP").is_none(), "defaulting allocates nothing");
     }
 
     #[test]

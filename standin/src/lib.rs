@@ -10,14 +10,18 @@
 //! metav1 Status errors with the real codes, reasons and wording.
 //!
 //! Deviations from a real server (also listed in the README of the crate's
-//! callers): no authentication, admission or kind-specific validation;
-//! defaulting only of the fields netlet reads and no allocation (Services
-//! get no ClusterIP); status given at create is kept; deletion is
+//! callers): no authentication or admission; kind-specific validation only
+//! of the Service fields allocation depends on; defaulting only of the
+//! fields netlet reads; Services get ClusterIPs and node ports as from a
+//! real server, but the first address of each Service CIDR is merely
+//! reserved (no `kubernetes` Service is created) and the ranges have no
+//! static/dynamic bands; status given at create is kept; deletion is
 //! immediate unless finalizers hold it (no grace periods, namespaces take
 //! their contents with them at once); `limit` is ignored (a list is one
 //! page); server-side apply merges without tracking field owners;
 //! protobuf request bodies are refused (415), responses are always JSON.
 
+mod allocate;
 mod defaults;
 mod discovery;
 mod http;
@@ -33,12 +37,14 @@ mod validate;
 mod watch;
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use allocate::{Cidr, Family, DEFAULT_NODE_PORTS, DEFAULT_SERVICE_CIDRS};
 pub use registry::{NameRule, Resource, RESOURCES};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +55,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid API stand-in options: {0}")]
+    Options(String),
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +65,14 @@ pub struct Options {
     pub addr: SocketAddr,
     /// Watch history kept for resuming watches.
     pub history: usize,
+    /// The Service CIDRs ClusterIPs come from (kube-apiserver's
+    /// `--service-cluster-ip-range`): one, or one per family for a
+    /// dual-stack cluster, the primary family first. Default:
+    /// [`DEFAULT_SERVICE_CIDRS`], netlet's default `serviceCIDR`.
+    pub service_cidrs: Vec<Cidr>,
+    /// The ports NodePort and LoadBalancer Services get node ports from
+    /// (`--service-node-port-range`). Default: [`DEFAULT_NODE_PORTS`].
+    pub node_port_range: RangeInclusive<u16>,
 }
 
 impl Default for Options {
@@ -64,6 +80,8 @@ impl Default for Options {
         Options {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             history: 10_000,
+            service_cidrs: allocate::default_service_cidrs(),
+            node_port_range: DEFAULT_NODE_PORTS,
         }
     }
 }
@@ -80,6 +98,8 @@ const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "
 
 impl ApiServer {
     pub async fn start(opts: Options) -> Result<ApiServer, Error> {
+        let network =
+            allocate::Network::new(&opts.service_cidrs, opts.node_port_range.clone()).map_err(Error::Options)?;
         let listener = TcpListener::bind(opts.addr).await.map_err(|source| Error::Bind {
             addr: opts.addr,
             source,
@@ -88,7 +108,10 @@ impl ApiServer {
             addr: opts.addr,
             source,
         })?;
-        let store = Arc::new(Mutex::new(store::State::new(opts.history)));
+        let store = Arc::new(Mutex::new(store::State::new(
+            opts.history,
+            allocate::Allocator::new(network),
+        )));
         {
             let mut st = store::lock(&store);
             let ns = registry::find("", "v1", "namespaces").expect("namespaces are served");

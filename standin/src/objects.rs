@@ -49,7 +49,7 @@ fn now() -> String {
 }
 
 /// A value that differs between calls, also within one nanosecond.
-fn entropy() -> u64 {
+pub(crate) fn entropy() -> u64 {
     static CALLS: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -172,6 +172,7 @@ pub fn create(state: &mut State, res: &'static Resource, ns: &str, mut obj: Valu
     if state.objects.contains_key(&k) {
         return Err(ApiError::already_exists(res, &name));
     }
+    state.allocator.apply(res, &name, None, &mut obj)?;
     let rv = state.next_rv();
     let meta = obj["metadata"]
         .as_object_mut()
@@ -256,6 +257,9 @@ fn store_update(
         }
     }
     crate::defaults::apply(res, &mut new);
+    if part == Part::Main {
+        state.allocator.apply(res, name, Some(&old), &mut new)?;
+    }
     if is_deleting(&old) {
         let before = finalizers(&old);
         if let Some(added) = finalizers(&new).into_iter().find(|f| !before.contains(f)) {
@@ -529,7 +533,7 @@ mod tests {
     use crate::registry::find;
 
     fn state() -> State {
-        let mut s = State::new(100);
+        let mut s = State::new(100, crate::allocate::Allocator::default());
         create(
             &mut s,
             find("", "v1", "namespaces").unwrap(),

@@ -95,6 +95,15 @@ impl ApiError {
         }
     }
 
+    /// 500, for a request that was fine but could not be carried out.
+    pub fn internal(why: impl Into<String>) -> ApiError {
+        let why = why.into();
+        ApiError {
+            details: Some(json!({"causes": [{"message": why}]})),
+            ..ApiError::new(500, "InternalError", format!("Internal error occurred: {why}"))
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }

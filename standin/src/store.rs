@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::allocate::Allocator;
 use crate::registry::Resource;
 
 /// Identity of a stored object. The group is part of it because two
@@ -71,13 +72,15 @@ pub struct State {
     /// Cancelled to close every open watch (simulated compaction).
     pub watches: CancellationToken,
     pub lists: HashMap<&'static str, u64>,
+    /// Service addresses and node ports, and which are held.
+    pub allocator: Allocator,
     /// A copy for a `dryRun=All` request: writes are checked and answered
     /// but neither kept nor announced.
     dry_run: bool,
 }
 
 impl State {
-    pub fn new(history_cap: usize) -> State {
+    pub fn new(history_cap: usize, allocator: Allocator) -> State {
         let (tx, _) = broadcast::channel(history_cap.max(16));
         State {
             rv: 1,
@@ -88,6 +91,7 @@ impl State {
             tx,
             watches: CancellationToken::new(),
             lists: HashMap::new(),
+            allocator,
             dry_run: false,
         }
     }
@@ -103,6 +107,7 @@ impl State {
             tx: self.tx.clone(),
             watches: self.watches.clone(),
             lists: HashMap::new(),
+            allocator: self.allocator.clone(),
             dry_run: true,
         }
     }
@@ -121,6 +126,9 @@ impl State {
         old: Option<Arc<Value>>,
         rv: u64,
     ) {
+        // Before the dry-run exit: later steps of the same dry run must
+        // see what earlier ones allocated.
+        self.allocator.follow(res, ty, &object, old.as_deref());
         if self.dry_run {
             return;
         }
@@ -185,7 +193,7 @@ mod tests {
     #[test]
     fn history_is_bounded_and_compaction_forgets_it() {
         let pods = find("", "v1", "pods").unwrap();
-        let mut s = State::new(2);
+        let mut s = State::new(2, Allocator::default());
         for _ in 0..3 {
             let rv = s.next_rv();
             s.publish(pods, EventType::Added, Arc::new(Value::Null), None, rv);
@@ -200,7 +208,7 @@ mod tests {
     #[test]
     fn a_dry_run_copy_announces_nothing() {
         let pods = find("", "v1", "pods").unwrap();
-        let s = State::new(10);
+        let s = State::new(10, Allocator::default());
         let mut rx = s.tx.subscribe();
         let mut dry = s.dry_run_copy();
         let rv = dry.next_rv();

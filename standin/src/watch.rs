@@ -217,7 +217,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_that_falls_behind_is_sent_410_and_closed() {
-        let state: Shared = Arc::new(Mutex::new(State::new(16)));
+        let state: Shared = Arc::new(Mutex::new(State::new(16, crate::allocate::Allocator::default())));
         let ns = find("", "v1", "namespaces").unwrap();
         objects::create(&mut lock(&state), ns, "", json!({"metadata":{"name":"default"}})).unwrap();
         let events = stream(state.clone(), request(None));
@@ -243,7 +243,7 @@ mod tests {
 
     #[tokio::test]
     async fn compaction_closes_open_watches() {
-        let state: Shared = Arc::new(Mutex::new(State::new(16)));
+        let state: Shared = Arc::new(Mutex::new(State::new(16, crate::allocate::Allocator::default())));
         let events = stream(state.clone(), request(None));
         tokio::time::sleep(Duration::from_millis(50)).await;
         lock(&state).compact();

@@ -242,7 +242,7 @@ async fn writes_follow_the_api_servers_rules() {
     let (code, ..) = api_error(leases.get("absent").await.unwrap_err());
     assert_eq!(code, 404);
 
-    // Defaulting: a Service port always has a protocol; nothing is allocated.
+    // Defaulting: a Service port always has a protocol; allocation: an address.
     let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
     let svc = svcs
         .create(
@@ -254,7 +254,9 @@ async fn writes_follow_the_api_servers_rules() {
         .spec
         .unwrap();
     assert_eq!(svc.ports.unwrap()[0].protocol.as_deref(), Some("TCP"));
-    assert_eq!(svc.cluster_ip, None);
+    let ip: std::net::IpAddr = svc.cluster_ip.as_deref().unwrap().parse().unwrap();
+    assert!(ip.to_string().starts_with("10.43."), "{ip}");
+    assert_eq!(svc.ip_families, Some(vec!["IPv4".to_string()]));
 
     // Binding places an unscheduled pod, once.
     pods.create(&pp, &pod("u", "")).await.unwrap();

@@ -141,7 +141,8 @@ async fn populate(client: &kube::Client, args: &Args) -> anyhow::Result<()> {
         let (services, slices, pp) = (services.clone(), slices.clone(), pp.clone());
         async move {
             let svc = serde_json::from_value(json!({"metadata":{"name":format!("svc-{i}")},"spec":{
-                "clusterIP": format!("10.43.{}.{}", i / 250, i % 250 + 1),
+                // From .2: the API server keeps 10.43.0.1 for `kubernetes`.
+                "clusterIP": format!("10.43.{}.{}", i / 250, i % 250 + 2),
                 "selector":{"app":format!("app-{i}")},
                 "ports":[{"name":"http","port":80,"targetPort":8080,"protocol":"TCP"}]}}))?;
             services.create(&pp, &svc).await?;

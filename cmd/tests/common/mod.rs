@@ -157,20 +157,23 @@ impl Bed {
         self.agent_with(json!({}))
     }
 
-    /// An agent whose `cni` settings are `cni` over the bed's own (config
-    /// and plugin directories inside the bed's directory). It installs
-    /// the netlet binary there as the plugin, as `netlet agent` does.
-    pub fn agent_with(&self, cni: Value) -> netstack::RunningAgent {
-        let mut settings = json!({"confDir": self.dir.path().join("net.d"), "binDir": self.dir.path().join("bin")});
-        if let (Some(s), Some(c)) = (settings.as_object_mut(), cni.as_object()) {
-            s.extend(c.clone());
+    /// An agent with `extra` config over the bed's own (its `cni` settings
+    /// merged into the bed's: config and plugin directories inside the
+    /// bed's directory). It installs the netlet binary there as the plugin,
+    /// as `netlet agent` does.
+    pub fn agent_with(&self, extra: Value) -> netstack::RunningAgent {
+        let mut raw = json!({
+            "nodeName": NODE, "stateDir": self.dir.path().join("state"), "runDir": self.dir.path().join("run"), "mtu": 1400,
+            "cni": {"confDir": self.dir.path().join("net.d"), "binDir": self.dir.path().join("bin")},
+        });
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            match (raw[key].as_object_mut(), value.as_object()) {
+                (Some(base), Some(over)) => base.extend(over.clone()),
+                _ => raw[key] = value.clone(),
+            }
         }
         self.rt.block_on(async {
-            let raw: netstack::RawConfig = serde_json::from_value(json!({
-                "nodeName": NODE, "stateDir": self.dir.path().join("state"), "runDir": self.dir.path().join("run"), "mtu": 1400,
-                "cni": settings,
-            }))
-            .unwrap();
+            let raw: netstack::RawConfig = serde_json::from_value(raw).unwrap();
             let config = raw.validate(NODE).unwrap();
             let agent = netlet::agent_cmd::agent(config, self.client().await, Some(NETLET.into()))
                 .start()
@@ -178,7 +181,11 @@ impl Bed {
                 .unwrap();
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
             while !agent.status().ready {
-                assert!(tokio::time::Instant::now() < deadline, "agent not ready: {:?}", agent.status().not_ready);
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "agent not ready: {:?}",
+                    agent.status().not_ready
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             agent

@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     stats: [KindStats; Kind::ALL.len()],
     hub: notify::Hub,
     pod_node: String,
+    /// Woken each time a kind's first list completes.
+    synced: tokio::sync::Notify,
 }
 
 /// The read handle of the shared cache. Cheap to clone.
@@ -110,20 +112,19 @@ impl Cache {
         self.inner.stats.iter().all(|s| s.synced.load(Ordering::Acquire))
     }
 
-    /// Waits until [`Cache::is_synced`].
+    /// Waits until [`Cache::is_synced`]. Any number of tasks may wait at
+    /// once. (kube's `Store::wait_until_ready` wakes only the last task
+    /// that polled it, so a second module waiting beside the first would
+    /// wait forever.)
     pub async fn wait_synced(&self) {
-        let s = &self.inner.stores;
-        // The stores become ready on their first complete list; an error
-        // here means the watchers were dropped, and then readiness never
-        // comes, which is what waiting forever reports.
-        let _ = tokio::join!(
-            s.nodes.wait_until_ready(),
-            s.namespaces.wait_until_ready(),
-            s.pods.wait_until_ready(),
-            s.services.wait_until_ready(),
-            s.endpoint_slices.wait_until_ready(),
-            s.network_policies.wait_until_ready(),
-        );
+        loop {
+            // Registered before the check, so a sync in between still wakes us.
+            let synced = self.inner.synced.notified();
+            if self.is_synced() {
+                return;
+            }
+            synced.await;
+        }
     }
 
     pub fn report(&self) -> Vec<KindReport> {

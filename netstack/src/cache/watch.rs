@@ -51,6 +51,7 @@ impl CacheWatchers {
             stats: Default::default(),
             hub: Default::default(),
             pod_node: node_name.to_string(),
+            synced: tokio::sync::Notify::new(),
         };
         CacheWatchers {
             nodes,
@@ -161,6 +162,7 @@ fn observe<K: Cached>(cache: &Cache, stats: &KindStats, kind: Kind, event: &Even
         Event::InitDone => {
             if !stats.synced.swap(true, Ordering::AcqRel) {
                 tracing::info!(kind = %kind, objects = cache.len(kind), "cache synced");
+                cache.inner.synced.notify_waiters();
             }
             hub.resynced(kind);
         }

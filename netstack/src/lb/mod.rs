@@ -1,0 +1,57 @@
+//! The Services module: keeps the eBPF datapath (`services` crate) in step
+//! with the Services and EndpointSlices of the shared cache, writing only
+//! what each change touches.
+
+mod sync;
+
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+
+use crate::cache::Kind;
+use crate::module::{Module, ModuleContext, ModuleError};
+use sync::ServiceSync;
+
+#[derive(Default)]
+pub struct ServicesModule;
+
+impl Module for ServicesModule {
+    fn name(&self) -> &'static str {
+        "services"
+    }
+
+    fn run(self: Box<Self>, ctx: ModuleContext) -> BoxFuture<'static, Result<(), ModuleError>> {
+        Box::pin(run(ctx))
+    }
+}
+
+async fn run(ctx: ModuleContext) -> Result<(), ModuleError> {
+    tokio::select! {
+        _ = ctx.cancel.cancelled() => return Ok(()),
+        _ = ctx.cache.wait_synced() => {}
+    }
+    let c = &ctx.config.services;
+    let options = services::DatapathOptions {
+        pin_dir: c.pin_dir.clone(),
+        cgroup: c.cgroup.clone(),
+        map_entries: c.map_entries,
+    };
+    let mut datapath = services::Datapath::load(&options)?;
+    tracing::info!(cgroup = %c.cgroup.display(), pins = %c.pin_dir.display(), "Service load balancing attached");
+    let mut sync = ServiceSync::default();
+    // The first look reports both kinds resynced: a full pass, which also
+    // drops whatever an earlier agent left for Services now gone.
+    let mut changes = ctx.cache.subscribe(&[Kind::Service, Kind::EndpointSlice]);
+    loop {
+        let batch = tokio::select! {
+            _ = ctx.cancel.cancelled() => return Ok(()),
+            c = changes.changed() => c,
+        };
+        let start = Instant::now();
+        let result = sync.apply(&ctx.cache, &mut datapath, &batch);
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "Service datapath update failed");
+        }
+        ctx.status.record_reconcile(start.elapsed(), result.map(drop));
+    }
+}

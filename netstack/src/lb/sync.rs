@@ -1,0 +1,143 @@
+//! Which Services a batch of cache changes touches, and the frontends each
+//! one owns in the datapath, so a change rewrites one Service's entries
+//! and nothing else.
+
+use std::collections::{BTreeSet, HashMap};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use services::{Datapath, DatapathError, Frontend};
+
+use crate::cache::{Cache, Changes, Kind, ObjectKey};
+
+/// The label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Default)]
+pub struct ServiceSync {
+    /// The frontends each Service has in the datapath.
+    owned: HashMap<ObjectKey, BTreeSet<Frontend>>,
+    /// Each EndpointSlice's Service, and each Service's slices: a deleted
+    /// slice is gone from the cache, but its Service must still be redone.
+    slice_service: HashMap<ObjectKey, ObjectKey>,
+    service_slices: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+}
+
+impl ServiceSync {
+    /// Brings the datapath up to date with `changes`; returns how many
+    /// Services were looked at.
+    pub fn apply(&mut self, cache: &Cache, datapath: &mut Datapath, changes: &Changes) -> Result<usize, DatapathError> {
+        let full = changes.resynced.contains(&Kind::Service) || changes.resynced.contains(&Kind::EndpointSlice);
+        let mut dirty: BTreeSet<ObjectKey> = BTreeSet::new();
+        if full {
+            self.reindex(cache);
+            dirty.extend(cache.list::<Service>().iter().map(|s| key_of(&s.metadata)));
+            dirty.extend(self.owned.keys().cloned());
+        } else {
+            for (kind, key) in &changes.objects {
+                match kind {
+                    Kind::Service => {
+                        dirty.insert(key.clone());
+                    }
+                    Kind::EndpointSlice => dirty.extend(self.index_slice(cache, key)),
+                    _ => {}
+                }
+            }
+        }
+        for service in &dirty {
+            self.sync_service(cache, datapath, service)?;
+        }
+        if full {
+            // Frontends no Service owns: an earlier agent's, for Services
+            // deleted while no agent ran.
+            let owned: BTreeSet<Frontend> = self.owned.values().flatten().copied().collect();
+            let stale: Vec<Frontend> = datapath
+                .frontends()
+                .map(|(f, _)| *f)
+                .filter(|f| !owned.contains(f))
+                .collect();
+            for frontend in stale {
+                datapath.remove(&frontend)?;
+            }
+        }
+        Ok(dirty.len())
+    }
+
+    fn sync_service(&mut self, cache: &Cache, datapath: &mut Datapath, key: &ObjectKey) -> Result<(), DatapathError> {
+        let service = cache.get::<Service>(key.namespace.as_deref(), &key.name);
+        let slices: Vec<std::sync::Arc<EndpointSlice>> = self
+            .service_slices
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| cache.get::<EndpointSlice>(s.namespace.as_deref(), &s.name))
+            .collect();
+        let slices: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
+        let plans = service.map(|s| services::plan(&s, &slices)).unwrap_or_default();
+        let wanted: BTreeSet<Frontend> = plans.iter().map(|p| p.frontend).collect();
+        for plan in &plans {
+            datapath.apply(plan)?;
+        }
+        for gone in self
+            .owned
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|f| !wanted.contains(f))
+        {
+            datapath.remove(gone)?;
+        }
+        if wanted.is_empty() {
+            self.owned.remove(key);
+        } else {
+            self.owned.insert(key.clone(), wanted);
+        }
+        Ok(())
+    }
+
+    /// Records which Service the slice at `key` belongs to now; returns the
+    /// Services to redo (the one it left and the one it joined).
+    fn index_slice(&mut self, cache: &Cache, key: &ObjectKey) -> Vec<ObjectKey> {
+        let now = cache
+            .get::<EndpointSlice>(key.namespace.as_deref(), &key.name)
+            .and_then(|s| service_of(&s));
+        let before = self.slice_service.remove(key);
+        if let Some(b) = &before {
+            if let Some(set) = self.service_slices.get_mut(b) {
+                set.remove(key);
+            }
+        }
+        if let Some(n) = &now {
+            self.slice_service.insert(key.clone(), n.clone());
+            self.service_slices.entry(n.clone()).or_default().insert(key.clone());
+        }
+        before.into_iter().chain(now).collect()
+    }
+
+    fn reindex(&mut self, cache: &Cache) {
+        self.slice_service.clear();
+        self.service_slices.clear();
+        for slice in cache.list::<EndpointSlice>() {
+            if let Some(service) = service_of(&slice) {
+                let key = key_of(&slice.metadata);
+                self.slice_service.insert(key.clone(), service.clone());
+                self.service_slices.entry(service).or_default().insert(key);
+            }
+        }
+    }
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
+    ObjectKey {
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
+fn service_of(slice: &EndpointSlice) -> Option<ObjectKey> {
+    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some(ObjectKey {
+        namespace: slice.metadata.namespace.clone(),
+        name: name.clone(),
+    })
+}
