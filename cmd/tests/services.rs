@@ -8,7 +8,6 @@
 mod common;
 
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::core::v1::Service;
@@ -18,32 +17,17 @@ use serde_json::{json, Value};
 use testbed::{Cgroup, Netns};
 
 /// What a client in `cgroup` inside `ns` gets from `target` (a socat
-/// address), tried for up to 10 s while things settle; stops early on an
-/// answer or a refusal.
+/// address), once `until` holds for it (or after 10 s).
 fn ask(ns: &Netns, cgroup: &Cgroup, target: &str, until: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut cmd = ns.command("socat");
-        cmd.args(["-T", "1", "-", target]);
-        let mut child = cgroup
-            .adopt(&mut cmd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"hi\n");
-        let out = child.wait_with_output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if until(&text) || Instant::now() > deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    testbed::exchange(
+        || {
+            let mut cmd = ns.command("socat");
+            cmd.args(["-T", "1", "-", target]);
+            cgroup.adopt(&mut cmd);
+            cmd
+        },
+        until,
+    )
 }
 
 fn slice(name: &str, family: &str, addresses: &[&str]) -> EndpointSlice {

@@ -37,30 +37,17 @@ fn ping(ns: &Netns, addr: &str) -> bool {
     out.status.success()
 }
 
-/// Whether `target` (a socat address) answers "pong" from inside `ns`,
-/// trying for up to 10 s while the server starts.
+/// Whether `target` (a socat address) answers "pong" from inside `ns`.
 fn answers(ns: &Netns, target: &str) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let mut client = ns
-            .command("socat")
-            .args(["-T", "1", "-", target])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        let _ = client.stdin.take().unwrap().write_all(b"ping\n");
-        let out = client.wait_with_output().unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains("pong") {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let pong = |text: &str| text.contains("pong");
+    pong(&testbed::exchange(
+        || {
+            let mut cmd = ns.command("socat");
+            cmd.args(["-T", "1", "-", target]);
+            cmd
+        },
+        pong,
+    ))
 }
 
 fn links(ns: &Netns) -> String {

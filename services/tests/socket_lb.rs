@@ -59,34 +59,20 @@ impl Bed {
     }
 
     /// What a client in the cgroup gets from `target` (a socat address):
-    /// its output and errors. Tried for up to 10 s while servers start.
+    /// its output and errors, once it answered or failed for good.
     fn ask(&self, target: &str) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let mut cmd = self.ns.command("socat");
-            cmd.args(["-T", "1", "-", target]);
-            let mut child = self
-                .cgroup
-                .adopt(&mut cmd)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"hi\n");
-            let out = child.wait_with_output().unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let answered = !out.stdout.is_empty();
-            let failed_for_good = text.contains("refused") || text.contains("unreachable");
-            if answered || failed_for_good || std::time::Instant::now() > deadline {
-                return text;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        testbed::exchange(
+            || {
+                let mut cmd = self.ns.command("socat");
+                cmd.args(["-T", "1", "-", target]);
+                self.cgroup.adopt(&mut cmd);
+                cmd
+            },
+            |text| {
+                let answered = text.lines().any(|l| !l.contains(" socat["));
+                answered || text.contains("refused") || text.contains("unreachable")
+            },
+        )
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod cgroup;
 mod error;
+mod exchange;
 mod netns;
 mod nsfs;
 mod privileges;
@@ -16,6 +17,7 @@ mod veth;
 
 pub use cgroup::{cgroup2_root, Cgroup};
 pub use error::Error;
+pub use exchange::exchange;
 pub use netns::{run_in, Netns};
 pub use privileges::{privileged, require_privileges};
 pub use veth::{veth, VethPair};
