@@ -51,7 +51,7 @@ fn pods_and_the_node_reach_a_dual_stack_cluster_ip() {
     }
     let node = Netns::new("svn").unwrap();
     let cgroup = Cgroup::new("svc").unwrap();
-    let pin_dir = format!("/sys/fs/bpf/netlet-test-{}", std::process::id());
+    let pins = testbed::PinDir::new("svc");
     // Like a real node, this one has an IPv6 address of its own (see
     // netstack/tests/wire.rs for what goes wrong with only link-local ones).
     assert!(node
@@ -61,7 +61,7 @@ fn pods_and_the_node_reach_a_dual_stack_cluster_ip() {
     node.run(|| {
         let bed = Bed::new(&["10.130.0.0/28", "fd00:130::/124"]);
         let agent = bed.agent_with(json!({
-            "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pin_dir, "mapEntries": 1024},
+            "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024},
         }));
         let conf = bed.plugin.conf("1.0.0", json!({}));
         let (server, client) = (Netns::new("svs").unwrap(), Netns::new("svc").unwrap());
@@ -164,5 +164,4 @@ fn pods_and_the_node_reach_a_dual_stack_cluster_ip() {
         }
         bed.rt.block_on(agent.shutdown());
     });
-    let _ = std::fs::remove_dir_all(&pin_dir);
 }

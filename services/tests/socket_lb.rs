@@ -14,7 +14,7 @@ use testbed::{Cgroup, Netns};
 struct Bed {
     ns: Netns,
     cgroup: Cgroup,
-    pin_dir: std::path::PathBuf,
+    pins: testbed::PinDir,
     servers: Vec<Child>,
 }
 
@@ -28,18 +28,17 @@ impl Bed {
             .exec(&["ip", "addr", "add", "fd00:250::2/128", "dev", "lo", "nodad"])
             .status
             .success());
-        let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/netlet-test-{}", std::process::id()));
         Bed {
             ns,
             cgroup: Cgroup::new("slb").unwrap(),
-            pin_dir,
+            pins: testbed::PinDir::new("slb"),
             servers: Vec::new(),
         }
     }
 
     fn options(&self) -> DatapathOptions {
         DatapathOptions {
-            pin_dir: self.pin_dir.clone(),
+            pin_dir: self.pins.path().to_path_buf(),
             cgroup: self.cgroup.path().to_path_buf(),
             map_entries: 1024,
         }
@@ -82,7 +81,6 @@ impl Drop for Bed {
             let _ = s.kill();
             let _ = s.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
 }
 

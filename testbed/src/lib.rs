@@ -12,6 +12,7 @@ mod error;
 mod exchange;
 mod netns;
 mod nsfs;
+mod pins;
 mod privileges;
 mod veth;
 
@@ -19,5 +20,6 @@ pub use cgroup::{cgroup2_root, Cgroup};
 pub use error::Error;
 pub use exchange::exchange;
 pub use netns::{run_in, Netns};
+pub use pins::PinDir;
 pub use privileges::{privileged, require_privileges};
 pub use veth::{veth, VethPair};

@@ -23,6 +23,7 @@ pub async fn run(
     agent: &RunningAgent,
     pods: &PodTable,
     examples: &Path,
+    cgroup: &testbed::Cgroup,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let ready = wait_until(READY_WITHIN, || async { agent.status().ready }).await;
@@ -64,8 +65,13 @@ pub async fn run(
     check_pods(&applied, pods, report).await;
     check_traffic(pods, report).await;
     check_slices(&applied, agent, report).await;
+    super::service_check::run(client, pods, cgroup, report).await;
 
-    for part in ["Services (ClusterIP, NodePort)", "cluster DNS", "NetworkPolicy"] {
+    for part in [
+        "Services from outside the node (NodePort, LoadBalancer)",
+        "cluster DNS",
+        "NetworkPolicy",
+    ] {
         report.record(Outcome::NotYet, format!("{part}: not implemented yet"));
     }
     Ok(())

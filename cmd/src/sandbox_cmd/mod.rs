@@ -8,6 +8,7 @@ mod cache_check;
 mod checks;
 mod report;
 mod scheduler;
+mod service_check;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -69,7 +70,12 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let client = crate::kube_client::client(Some(&kubeconfig)).await?;
     register_node(&client).await?;
 
-    let config = agent_config(&work.path, &kubeconfig)?;
+    // Service translation is attached to a cgroup of the sandbox's own,
+    // with its maps pinned apart from a real agent's, so the machine's other
+    // processes are not affected.
+    let cgroup = testbed::Cgroup::new("sandbox").context("cannot create the sandbox's cgroup")?;
+    let pins = testbed::PinDir::new("sandbox");
+    let config = agent_config(&work.path, &kubeconfig, cgroup.path(), pins.path())?;
     let socket = config.admin.socket.clone();
     let cni = config.cni.clone();
     let exe = std::env::current_exe().context("cannot find the netlet binary")?;
@@ -95,7 +101,7 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     println!("netlet sandbox: API stand-in at {}, node {NODE}", api.url());
     let mut report = Report::default();
     let interrupted = tokio::select! {
-        r = checks::run(&client, &agent, &pods, &args.examples, &mut report) => { r?; false }
+        r = checks::run(&client, &agent, &pods, &args.examples, &cgroup, &mut report) => { r?; false }
         _ = crate::agent_cmd::terminated() => true,
     };
     println!("{}", report.summary());
@@ -115,6 +121,8 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     cancel.cancel();
     while parts.join_next().await.is_some() {}
     agent.shutdown().await;
+    // Unpinning the links detaches the programs; the maps go with them.
+    drop(pins);
     api.shutdown().await;
     println!("netlet sandbox: cleaned up");
     Ok(if interrupted || report.failures() > 0 {
@@ -139,13 +147,14 @@ async fn register_node(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn agent_config(dir: &Path, kubeconfig: &Path) -> anyhow::Result<netstack::Config> {
+fn agent_config(dir: &Path, kubeconfig: &Path, cgroup: &Path, pins: &Path) -> anyhow::Result<netstack::Config> {
     let raw: RawConfig = serde_json::from_value(serde_json::json!({
         "nodeName": NODE,
         "kubeconfig": kubeconfig,
         "stateDir": dir.join("state"),
         "runDir": dir.join("run"),
         "cni": {"confDir": dir.join("cni/net.d"), "binDir": dir.join("cni/bin")},
+        "services": {"enabled": true, "cgroup": cgroup, "pinDir": pins},
         "shutdownGraceSeconds": 5,
     }))?;
     Ok(raw.validate(NODE)?)
