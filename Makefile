@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deps build sandbox test unit lint bench-memory bench-cni release clean
+.PHONY: deps build sandbox test unit lint bench-memory bench-cni bench-services release clean
 
 deps:
 	@scripts/install-deps.sh
@@ -39,6 +39,14 @@ bench-memory: release
 bench-cni: release
 	@scripts/install-deps.sh bench
 	$(CARGO) run --release -p bench --bin cni-latency -- --netlet target/release/netlet
+
+## One Service change with 1k/5k/10k Services, netlet vs kube-proxy's iptables;
+## connects through a ClusterIP vs straight to the pod.
+bench-services:
+	@scripts/install-deps.sh bench
+	$(CARGO) build --release -p bench --bin service-update --bin service-connect
+	target/release/service-update
+	target/release/service-connect
 
 clean:
 	$(CARGO) clean

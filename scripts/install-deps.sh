@@ -15,8 +15,9 @@ needs=(
   "ping:iputils-ping"
 )
 case "${1:-}" in
-  # Benchmarks compare against the reference CNI plugins.
-  bench) needs+=("/usr/lib/cni/bridge:containernetworking-plugins") ;;
+  # Benchmarks compare against the reference CNI plugins and against
+  # kube-proxy's iptables rules.
+  bench) needs+=("/usr/lib/cni/bridge:containernetworking-plugins" "iptables-save:iptables") ;;
   # Tests chain the reference portmap (iptables) and bandwidth plugins after
   # netlet, and run containerd (installed by containerd-bed.sh below).
   test) needs+=("/usr/lib/cni/portmap:containernetworking-plugins" "iptables-save:iptables") ;;

@@ -1,1 +1,3 @@
 //! Benchmark commands live in src/bin.
+
+pub mod kube_proxy;

@@ -30,15 +30,62 @@ fn ask(ns: &Netns, cgroup: &Cgroup, target: &str, until: impl Fn(&str) -> bool) 
     )
 }
 
-fn slice(name: &str, family: &str, addresses: &[&str]) -> EndpointSlice {
+/// A long-lived client connection (socat in a pod, in the cgroup): each
+/// line said comes back from the echo server.
+struct Conversation {
+    child: Child,
+    lines: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Conversation {
+    fn open(ns: &Netns, cgroup: &Cgroup, target: &str) -> Conversation {
+        let mut cmd = ns.command("socat");
+        // -T: give up after 10 s of silence rather than hang the test.
+        cmd.args(["-T", "10", "-", target]);
+        let mut child = cgroup
+            .adopt(&mut cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap());
+        Conversation { child, lines }
+    }
+
+    fn say(&mut self, line: &str) -> String {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let mut answer = String::new();
+        self.lines.read_line(&mut answer).unwrap();
+        answer.trim().to_string()
+    }
+}
+
+impl Drop for Conversation {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An EndpointSlice of Service `service` with `addresses` on this node.
+fn slice(service: &str, name: &str, family: &str, addresses: &[&str]) -> EndpointSlice {
+    slice_on(service, name, family, addresses, NODE)
+}
+
+fn slice_on(service: &str, name: &str, family: &str, addresses: &[&str], node: &str) -> EndpointSlice {
     let endpoints: Vec<Value> = addresses
         .iter()
-        .map(|a| json!({"addresses": [a], "conditions": {"ready": true}}))
+        .map(|a| json!({"addresses": [a], "conditions": {"ready": true}, "nodeName": node}))
         .collect();
     serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": "web"}},
+        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
         "addressType": family,
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 5353, "protocol": "UDP"}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 5353, "protocol": "UDP"},
+                  {"name": "echo", "port": 9090, "protocol": "TCP"}],
         "endpoints": endpoints,
     }))
     .unwrap()
@@ -98,6 +145,7 @@ fn pods_and_the_node_reach_a_dual_stack_cluster_ip() {
             "spec": {
                 "ipFamilyPolicy": "RequireDualStack",
                 "ports": [{"name": "http", "port": 80, "targetPort": 8080},
+                          {"name": "echo", "port": 90, "targetPort": 9090},
                           {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP"}],
             },
         }))
@@ -106,11 +154,14 @@ fn pods_and_the_node_reach_a_dual_stack_cluster_ip() {
         let created = bed.rt.block_on(async {
             let created = services.create(&PostParams::default(), &web).await.unwrap();
             slices
-                .create(&PostParams::default(), &slice("web-v4", "IPv4", &["10.130.0.2"]))
+                .create(&PostParams::default(), &slice("web", "web-v4", "IPv4", &["10.130.0.2"]))
                 .await
                 .unwrap();
             slices
-                .create(&PostParams::default(), &slice("web-v6", "IPv6", &["fd00:130::2"]))
+                .create(
+                    &PostParams::default(),
+                    &slice("web", "web-v6", "IPv6", &["fd00:130::2"]),
+                )
                 .await
                 .unwrap();
             created
@@ -133,15 +184,68 @@ fn pods_and_the_node_reach_a_dual_stack_cluster_ip() {
             }
         }
 
+        // An agent restart: a connection made through the ClusterIP before
+        // it keeps exchanging data during and after it (the socket was
+        // translated at connect time; no per-packet state is involved), and
+        // the next agent takes over the pinned maps for new connections.
+        let mut echo = server
+            .command("socat")
+            .args(["TCP4-LISTEN:9090,reuseaddr,fork", "EXEC:cat"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut conversation = Conversation::open(&client, &cgroup, &format!("TCP4:{v4}:90,retry=50,interval=0.1"));
+        assert_eq!(conversation.say("before"), "before");
+        bed.rt.block_on(agent.shutdown());
+        assert_eq!(conversation.say("between"), "between", "no agent running");
+        let agent = bed.agent_with(json!({
+            "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024},
+        }));
+        assert_eq!(conversation.say("after"), "after");
+        let got = ask(&client, &cgroup, &tcp4, pong);
+        assert!(pong(&got), "new connections after the restart: {got}");
+        drop(conversation);
+        let _ = echo.kill();
+        let _ = echo.wait();
+
+        // Hairpin: the server pod reaches itself through its own Service.
+        let got = ask(&server, &cgroup, &tcp4, pong);
+        assert!(pong(&got), "hairpin: {got}");
+
+        // internalTrafficPolicy: Local uses only this node's endpoints, and
+        // refuses when there are none.
+        let local: Service = serde_json::from_value(json!({
+            "metadata": {"name": "local"},
+            "spec": {"internalTrafficPolicy": "Local", "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        }))
+        .unwrap();
+        let local_ip = bed.rt.block_on(async {
+            let created = services.create(&PostParams::default(), &local).await.unwrap();
+            let elsewhere = slice_on("local", "local-v4", "IPv4", &["10.130.0.2"], "another-node");
+            slices.create(&PostParams::default(), &elsewhere).await.unwrap();
+            created.spec.unwrap().cluster_ip.unwrap()
+        });
+        let local_tcp = format!("TCP4:{local_ip}:80");
+        let refused = |t: &str| t.contains("refused");
+        let got = ask(&client, &cgroup, &local_tcp, refused);
+        assert!(refused(&got), "no endpoint on this node: {got}");
+        bed.rt.block_on(async {
+            let mut s = slices.get("local-v4").await.unwrap();
+            s.endpoints = slice("local", "local-v4", "IPv4", &["10.130.0.2"]).endpoints;
+            slices.replace("local-v4", &PostParams::default(), &s).await.unwrap();
+        });
+        let got = ask(&client, &cgroup, &local_tcp, pong);
+        assert!(pong(&got), "an endpoint on this node: {got}");
+
         // No endpoints left: connections are refused at once.
         bed.rt.block_on(async {
             for (name, family) in [("web-v4", "IPv4"), ("web-v6", "IPv6")] {
                 let mut s = slices.get(name).await.unwrap();
-                s.endpoints = slice(name, family, &[]).endpoints;
+                s.endpoints = slice("web", name, family, &[]).endpoints;
                 slices.replace(name, &PostParams::default(), &s).await.unwrap();
             }
         });
-        let refused = |t: &str| t.contains("refused");
         for target in [&tcp4, &tcp6] {
             let got = ask(&client, &cgroup, target, refused);
             assert!(refused(&got), "{target}: {got}");

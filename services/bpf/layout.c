@@ -12,7 +12,12 @@ int main(void)
 {
 	SIZE(lb4_key); FIELD(lb4_key, address); FIELD(lb4_key, port); FIELD(lb4_key, proto); FIELD(lb4_key, slot);
 	SIZE(lb6_key); FIELD(lb6_key, address); FIELD(lb6_key, port); FIELD(lb6_key, proto); FIELD(lb6_key, slot);
-	SIZE(lb_slot); FIELD(lb_slot, backend_id); FIELD(lb_slot, count);
+	SIZE(lb_slot); FIELD(lb_slot, backend_id); FIELD(lb_slot, count); FIELD(lb_slot, affinity_timeout);
+	SIZE(lb4_affinity_key); FIELD(lb4_affinity_key, netns_cookie); FIELD(lb4_affinity_key, address);
+	FIELD(lb4_affinity_key, port); FIELD(lb4_affinity_key, proto);
+	SIZE(lb6_affinity_key); FIELD(lb6_affinity_key, netns_cookie); FIELD(lb6_affinity_key, address);
+	FIELD(lb6_affinity_key, port); FIELD(lb6_affinity_key, proto);
+	SIZE(lb_affinity); FIELD(lb_affinity, last_used_ns); FIELD(lb_affinity, backend_id);
 	SIZE(lb4_backend); FIELD(lb4_backend, address); FIELD(lb4_backend, port);
 	SIZE(lb6_backend); FIELD(lb6_backend, address); FIELD(lb6_backend, port);
 	SIZE(sock4_key); FIELD(sock4_key, cookie); FIELD(sock4_key, backend); FIELD(sock4_key, backend_port);

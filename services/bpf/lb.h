@@ -30,12 +30,14 @@ struct lb6_key {
 	__u8 pad1[2];
 };
 
-/* Slot 0: count of usable backends (0: refuse connections). Slot n: the
+/* Slot 0: count of usable backends (0: refuse connections) and the
+ * Service's ClientIP affinity timeout in seconds (0: none). Slot n: the
  * id of backend n. */
 struct lb_slot {
 	__u32 backend_id;
 	__u16 count;
 	__u8 pad[2];
+	__u32 affinity_timeout;
 };
 
 struct lb4_backend {
@@ -48,6 +50,31 @@ struct lb6_backend {
 	__u8 address[16];
 	__be16 port;
 	__u8 pad[2];
+};
+
+/* Session affinity: the backend a client last used for a frontend. The
+ * client is its network namespace (a pod, or the node's own processes),
+ * which for pods is what kube-proxy's ClientIP means. */
+struct lb4_affinity_key {
+	__u64 netns_cookie;
+	__be32 address;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct lb6_affinity_key {
+	__u64 netns_cookie;
+	__u8 address[16];
+	__be16 port;
+	__u8 proto;
+	__u8 pad[5];
+};
+
+struct lb_affinity {
+	__u64 last_used_ns;
+	__u32 backend_id;
+	__u8 pad[4];
 };
 
 /* What a socket's traffic to a backend looked like before translation, so

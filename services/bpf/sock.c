@@ -10,6 +10,7 @@
 #include "maps.h"
 
 #define ECONNREFUSED 111
+#define NSEC_PER_SEC 1000000000ULL
 
 /* The verifier only allows 4-byte loads and stores of user_ip6. */
 static __always_inline void ip6_load(__u8 *dst, const struct bpf_sock_addr *ctx)
@@ -36,15 +37,45 @@ static __always_inline __u16 pick(const struct lb_slot *svc)
 	return bpf_get_prandom_u32() % svc->count + 1;
 }
 
+/* The backend this client used last, if the Service has affinity, the
+ * entry has not timed out and the backend still exists (0: none). */
+static __always_inline __u32 affine(void *map, const void *key, const struct lb_slot *svc, void *backends)
+{
+	struct lb_affinity *a;
+
+	if (!svc->affinity_timeout)
+		return 0;
+	a = bpf_map_lookup_elem(map, key);
+	if (!a || bpf_ktime_get_ns() - a->last_used_ns > svc->affinity_timeout * NSEC_PER_SEC)
+		return 0;
+	if (!bpf_map_lookup_elem(backends, &a->backend_id))
+		return 0;
+	return a->backend_id;
+}
+
+static __always_inline void remember(void *map, const void *key, const struct lb_slot *svc, __u32 backend_id)
+{
+	struct lb_affinity a;
+
+	if (!svc->affinity_timeout)
+		return;
+	__builtin_memset(&a, 0, sizeof(a));
+	a.last_used_ns = bpf_ktime_get_ns();
+	a.backend_id = backend_id;
+	bpf_map_update_elem(map, key, &a, BPF_ANY);
+}
+
 /* 1: carry on (translated or not a Service); 0: refuse, with the errno
  * set through bpf_set_retval. */
 static __always_inline int translate4(struct bpf_sock_addr *ctx, __u8 proto)
 {
 	struct lb4_key key;
+	struct lb4_affinity_key aff;
 	struct sock4_key rev;
 	struct sock4_frontend front;
 	struct lb_slot *svc, *slot;
 	struct lb4_backend *be;
+	__u32 backend_id;
 
 	__builtin_memset(&key, 0, sizeof(key));
 	key.address = ctx->user_ip4;
@@ -55,13 +86,23 @@ static __always_inline int translate4(struct bpf_sock_addr *ctx, __u8 proto)
 		return 1;
 	if (svc->count == 0)
 		goto refuse;
-	key.slot = pick(svc);
-	slot = bpf_map_lookup_elem(&nl_lb4_svc, &key);
-	if (!slot)
-		goto refuse;
-	be = bpf_map_lookup_elem(&nl_lb4_be, &slot->backend_id);
+	__builtin_memset(&aff, 0, sizeof(aff));
+	aff.netns_cookie = bpf_get_netns_cookie(ctx);
+	aff.address = key.address;
+	aff.port = key.port;
+	aff.proto = proto;
+	backend_id = affine(&nl_lb4_aff, &aff, svc, &nl_lb4_be);
+	if (!backend_id) {
+		key.slot = pick(svc);
+		slot = bpf_map_lookup_elem(&nl_lb4_svc, &key);
+		if (!slot)
+			goto refuse;
+		backend_id = slot->backend_id;
+	}
+	be = bpf_map_lookup_elem(&nl_lb4_be, &backend_id);
 	if (!be)
 		goto refuse;
+	remember(&nl_lb4_aff, &aff, svc, backend_id);
 
 	__builtin_memset(&rev, 0, sizeof(rev));
 	rev.cookie = bpf_get_socket_cookie(ctx);
@@ -83,10 +124,12 @@ refuse:
 static __always_inline int translate6(struct bpf_sock_addr *ctx, __u8 proto)
 {
 	struct lb6_key key;
+	struct lb6_affinity_key aff;
 	struct sock6_key rev;
 	struct sock6_frontend front;
 	struct lb_slot *svc, *slot;
 	struct lb6_backend *be;
+	__u32 backend_id;
 
 	__builtin_memset(&key, 0, sizeof(key));
 	ip6_load(key.address, ctx);
@@ -97,13 +140,23 @@ static __always_inline int translate6(struct bpf_sock_addr *ctx, __u8 proto)
 		return 1;
 	if (svc->count == 0)
 		goto refuse;
-	key.slot = pick(svc);
-	slot = bpf_map_lookup_elem(&nl_lb6_svc, &key);
-	if (!slot)
-		goto refuse;
-	be = bpf_map_lookup_elem(&nl_lb6_be, &slot->backend_id);
+	__builtin_memset(&aff, 0, sizeof(aff));
+	aff.netns_cookie = bpf_get_netns_cookie(ctx);
+	__builtin_memcpy(aff.address, key.address, 16);
+	aff.port = key.port;
+	aff.proto = proto;
+	backend_id = affine(&nl_lb6_aff, &aff, svc, &nl_lb6_be);
+	if (!backend_id) {
+		key.slot = pick(svc);
+		slot = bpf_map_lookup_elem(&nl_lb6_svc, &key);
+		if (!slot)
+			goto refuse;
+		backend_id = slot->backend_id;
+	}
+	be = bpf_map_lookup_elem(&nl_lb6_be, &backend_id);
 	if (!be)
 		goto refuse;
+	remember(&nl_lb6_aff, &aff, svc, backend_id);
 
 	__builtin_memset(&rev, 0, sizeof(rev));
 	rev.cookie = bpf_get_socket_cookie(ctx);

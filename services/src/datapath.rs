@@ -33,7 +33,7 @@ const PROGRAMS: [&str; 8] = [
 ];
 const SERVICE_MAPS: [&str; 2] = ["nl_lb4_svc", "nl_lb6_svc"];
 const BACKEND_MAPS: [&str; 2] = ["nl_lb4_be", "nl_lb6_be"];
-const SOCKET_MAPS: [&str; 2] = ["nl_sock4_rev", "nl_sock6_rev"];
+const SOCKET_MAPS: [&str; 4] = ["nl_sock4_rev", "nl_sock6_rev", "nl_lb4_aff", "nl_lb6_aff"];
 
 /// statfs f_type of a bpf filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -94,6 +94,7 @@ pub enum DatapathError {
 #[derive(Default)]
 struct BackendIds {
     ids: HashMap<Backend, (u32, usize)>,
+    backends: HashMap<u32, Backend>,
     next: u32,
     free: Vec<u32>,
 }
@@ -102,8 +103,15 @@ pub struct Datapath {
     ebpf: Ebpf,
     map_entries: u32,
     backends: BackendIds,
-    /// Each frontend's backend ids, in slot order (slot n holds entry n-1).
-    frontends: HashMap<Frontend, Vec<u32>>,
+    frontends: HashMap<Frontend, Applied>,
+}
+
+/// What the maps hold for one frontend.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Applied {
+    /// Backend ids in slot order (slot n holds entry n-1).
+    ids: Vec<u32>,
+    affinity_timeout: u32,
 }
 
 impl Datapath {
@@ -158,7 +166,7 @@ impl Datapath {
 
     /// Every frontend in the maps, with its backends.
     pub fn frontends(&self) -> impl Iterator<Item = (&Frontend, usize)> {
-        self.frontends.iter().map(|(f, ids)| (f, ids.len()))
+        self.frontends.iter().map(|(f, a)| (f, a.ids.len()))
     }
 
     /// Makes the maps send `plan.frontend` to `plan.backends`. Writes only
@@ -175,36 +183,34 @@ impl Datapath {
                 }
             }
         }
+        let new = Applied {
+            ids: new,
+            affinity_timeout: plan.affinity_timeout,
+        };
         if old.as_ref() == Some(&new) {
-            self.release_all(&new)?;
+            self.release_all(&new.ids)?;
             return Ok(false);
         }
-        let old = old.unwrap_or_default();
+        let old = old.unwrap_or_default().ids;
         // New backends first, then the count that lets them be picked, then
         // the slots beyond the new count: a connect in between always finds
         // a backend in whatever slot it picks.
-        for (i, id) in new.iter().enumerate() {
+        for (i, id) in new.ids.iter().enumerate() {
             if old.get(i) != Some(id) {
-                self.write_slot(
-                    &plan.frontend,
-                    slot_of(i),
-                    LbSlot {
-                        backend_id: *id,
-                        ..Default::default()
-                    },
-                )?;
+                let slot = LbSlot {
+                    backend_id: *id,
+                    ..Default::default()
+                };
+                self.write_slot(&plan.frontend, slot_of(i), slot)?;
             }
         }
-        let count = u16::try_from(new.len()).unwrap_or(u16::MAX);
-        self.write_slot(
-            &plan.frontend,
-            0,
-            LbSlot {
-                count,
-                ..Default::default()
-            },
-        )?;
-        for i in new.len()..old.len() {
+        let head = LbSlot {
+            count: u16::try_from(new.ids.len()).unwrap_or(u16::MAX),
+            affinity_timeout: new.affinity_timeout,
+            ..Default::default()
+        };
+        self.write_slot(&plan.frontend, 0, head)?;
+        for i in new.ids.len()..old.len() {
             self.remove_slot(&plan.frontend, slot_of(i))?;
         }
         self.release_all(&old)?;
@@ -218,10 +224,10 @@ impl Datapath {
             return Ok(());
         };
         self.remove_slot(frontend, 0)?;
-        for i in 0..old.len() {
+        for i in 0..old.ids.len() {
             self.remove_slot(frontend, slot_of(i))?;
         }
-        self.release_all(&old)
+        self.release_all(&old.ids)
     }
 
     fn acquire(&mut self, backend: &Backend) -> Result<u32, DatapathError> {
@@ -235,18 +241,22 @@ impl Datapath {
         });
         self.write_backend(id, backend)?;
         self.backends.ids.insert(*backend, (id, 1));
+        self.backends.backends.insert(id, *backend);
         Ok(id)
     }
 
     fn release_all(&mut self, ids: &[u32]) -> Result<(), DatapathError> {
         for id in ids {
-            let Some((backend, (_, refs))) = self.backends.ids.iter_mut().find(|(_, (i, _))| i == id) else {
+            let Some(backend) = self.backends.backends.get(id).copied() else {
+                continue;
+            };
+            let Some((_, refs)) = self.backends.ids.get_mut(&backend) else {
                 continue;
             };
             *refs -= 1;
             if *refs == 0 {
-                let backend = *backend;
                 self.backends.ids.remove(&backend);
+                self.backends.backends.remove(id);
                 self.remove_backend(*id, &backend)?;
                 self.backends.free.push(*id);
             }
@@ -289,9 +299,14 @@ impl Datapath {
             for id in &ids {
                 if let Some(b) = backends.get(id) {
                     self.backends.ids.entry(*b).or_insert((*id, 0)).1 += 1;
+                    self.backends.backends.insert(*id, *b);
                 }
             }
-            self.frontends.insert(frontend, ids);
+            let affinity_timeout = entries
+                .iter()
+                .find(|(slot, _)| *slot == 0)
+                .map_or(0, |(_, s)| s.affinity_timeout);
+            self.frontends.insert(frontend, Applied { ids, affinity_timeout });
         }
         self.backends.next = backends.keys().copied().max().unwrap_or(0);
         // Backends no frontend uses are leftovers of an interrupted update.

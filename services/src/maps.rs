@@ -32,13 +32,43 @@ pub struct Lb6Key {
     pub pad1: [u8; 2],
 }
 
-/// Slot 0: how many backends (0 refuses connections); slot n: backend n.
+/// Slot 0: how many backends (0 refuses connections) and the ClientIP
+/// affinity timeout in seconds (0: none); slot n: backend n.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct LbSlot {
     pub backend_id: u32,
     pub count: u16,
     pub pad: [u8; 2],
+    pub affinity_timeout: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb4AffinityKey {
+    pub netns_cookie: u64,
+    pub address: [u8; 4],
+    pub port: [u8; 2],
+    pub proto: u8,
+    pub pad: u8,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb6AffinityKey {
+    pub netns_cookie: u64,
+    pub address: [u8; 16],
+    pub port: [u8; 2],
+    pub proto: u8,
+    pub pad: [u8; 5],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LbAffinity {
+    pub last_used_ns: u64,
+    pub backend_id: u32,
+    pub pad: [u8; 4],
 }
 
 #[repr(C)]
@@ -95,6 +125,9 @@ pub struct Sock6Frontend {
 unsafe impl aya::Pod for Lb4Key {}
 unsafe impl aya::Pod for Lb6Key {}
 unsafe impl aya::Pod for LbSlot {}
+unsafe impl aya::Pod for Lb4AffinityKey {}
+unsafe impl aya::Pod for Lb6AffinityKey {}
+unsafe impl aya::Pod for LbAffinity {}
 unsafe impl aya::Pod for Lb4Backend {}
 unsafe impl aya::Pod for Lb6Backend {}
 unsafe impl aya::Pod for Sock4Key {}
@@ -150,6 +183,26 @@ mod tests {
             ("lb_slot size", size_of::<LbSlot>()),
             ("lb_slot.backend_id", offset_of!(LbSlot, backend_id)),
             ("lb_slot.count", offset_of!(LbSlot, count)),
+            ("lb_slot.affinity_timeout", offset_of!(LbSlot, affinity_timeout)),
+            ("lb4_affinity_key size", size_of::<Lb4AffinityKey>()),
+            (
+                "lb4_affinity_key.netns_cookie",
+                offset_of!(Lb4AffinityKey, netns_cookie),
+            ),
+            ("lb4_affinity_key.address", offset_of!(Lb4AffinityKey, address)),
+            ("lb4_affinity_key.port", offset_of!(Lb4AffinityKey, port)),
+            ("lb4_affinity_key.proto", offset_of!(Lb4AffinityKey, proto)),
+            ("lb6_affinity_key size", size_of::<Lb6AffinityKey>()),
+            (
+                "lb6_affinity_key.netns_cookie",
+                offset_of!(Lb6AffinityKey, netns_cookie),
+            ),
+            ("lb6_affinity_key.address", offset_of!(Lb6AffinityKey, address)),
+            ("lb6_affinity_key.port", offset_of!(Lb6AffinityKey, port)),
+            ("lb6_affinity_key.proto", offset_of!(Lb6AffinityKey, proto)),
+            ("lb_affinity size", size_of::<LbAffinity>()),
+            ("lb_affinity.last_used_ns", offset_of!(LbAffinity, last_used_ns)),
+            ("lb_affinity.backend_id", offset_of!(LbAffinity, backend_id)),
             ("lb4_backend size", size_of::<Lb4Backend>()),
             ("lb4_backend.address", offset_of!(Lb4Backend, address)),
             ("lb4_backend.port", offset_of!(Lb4Backend, port)),

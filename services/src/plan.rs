@@ -54,12 +54,18 @@ pub struct FrontendPlan {
     pub frontend: Frontend,
     /// Sorted, no duplicates; empty means connections are refused.
     pub backends: Vec<Backend>,
+    /// `sessionAffinity: ClientIP`: seconds a client keeps its backend;
+    /// 0 for none.
+    pub affinity_timeout: u32,
 }
 
+/// kube-proxy's default for `sessionAffinityConfig.clientIP.timeoutSeconds`.
+const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
+
 /// The frontends of `service` and their backends from `slices` (the
-/// Service's own EndpointSlices). Headless and ExternalName Services have
-/// none.
-pub fn plan(service: &Service, slices: &[&EndpointSlice]) -> Vec<FrontendPlan> {
+/// Service's own EndpointSlices), for the node named `node`. Headless and
+/// ExternalName Services have none.
+pub fn plan(service: &Service, slices: &[&EndpointSlice], node: &str) -> Vec<FrontendPlan> {
     let Some(spec) = service.spec.as_ref() else {
         return Vec::new();
     };
@@ -86,6 +92,25 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice]) -> Vec<FrontendPlan> {
             .filter_map(|i| i.ip.as_deref()?.parse::<IpAddr>().ok()),
     );
     let addresses: BTreeSet<IpAddr> = addresses.into_iter().collect();
+    let cluster_ips: BTreeSet<IpAddr> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    // internalTrafficPolicy: Local keeps ClusterIP traffic on this node.
+    let local_only = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let affinity_timeout = match spec.session_affinity.as_deref() {
+        Some("ClientIP") => spec
+            .session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or(DEFAULT_AFFINITY_SECONDS),
+        _ => 0,
+    };
 
     let mut plans = Vec::new();
     for port in spec.ports.iter().flatten() {
@@ -93,22 +118,31 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice]) -> Vec<FrontendPlan> {
             continue;
         };
         for &address in &addresses {
+            let only_on = (local_only && cluster_ips.contains(&address)).then_some(node);
             plans.push(FrontendPlan {
                 frontend: Frontend {
                     address,
                     port: number,
                     protocol,
                 },
-                backends: backends(port, protocol, address.is_ipv4(), slices),
+                backends: backends(port, protocol, address.is_ipv4(), slices, only_on),
+                affinity_timeout,
             });
         }
     }
     plans
 }
 
-/// Ready endpoints of the port's family; if there are none, those that
-/// are serving while terminating, so a rollout's last pods still answer.
-fn backends(port: &ServicePort, protocol: Protocol, ipv4: bool, slices: &[&EndpointSlice]) -> Vec<Backend> {
+/// Ready endpoints of the port's family (only those on node `only_on`, if
+/// given); if there are none, those that are serving while terminating, so
+/// a rollout's last pods still answer.
+fn backends(
+    port: &ServicePort,
+    protocol: Protocol,
+    ipv4: bool,
+    slices: &[&EndpointSlice],
+    only_on: Option<&str>,
+) -> Vec<Backend> {
     let family = if ipv4 { "IPv4" } else { "IPv6" };
     let mut ready = BTreeSet::new();
     let mut terminating = BTreeSet::new();
@@ -125,6 +159,9 @@ fn backends(port: &ServicePort, protocol: Protocol, ipv4: bool, slices: &[&Endpo
             continue;
         };
         for endpoint in &slice.endpoints {
+            if only_on.is_some() && endpoint.node_name.as_deref() != only_on {
+                continue;
+            }
             let set = match usable(endpoint) {
                 Some(true) => &mut ready,
                 Some(false) => &mut terminating,
@@ -191,7 +228,7 @@ mod tests {
             json!([{"name": "http", "port": 8080}]),
             json!([{"addresses": ["fd00:42::2"]}]),
         );
-        let plans = plan(&svc, &[&v4, &v6]);
+        let plans = plan(&svc, &[&v4, &v6], "n1");
         let find = |addr: &str, port: u16| {
             plans
                 .iter()
@@ -220,9 +257,9 @@ mod tests {
             json!([{"addresses": ["10.42.0.9"], "conditions": {"ready": false, "serving": true, "terminating": true}},
                    {"addresses": ["10.42.0.8"], "conditions": {"ready": false, "serving": false, "terminating": true}}]),
         );
-        assert_eq!(plan(&svc, &[&going])[0].backends.len(), 1);
+        assert_eq!(plan(&svc, &[&going], "n1")[0].backends.len(), 1);
         let fresh = slice("IPv4", json!([{"port": 8080}]), json!([{"addresses": ["10.42.0.7"]}]));
-        let both = plan(&svc, &[&going, &fresh]);
+        let both = plan(&svc, &[&going, &fresh], "n1");
         assert_eq!(both[0].backends[0].address, "10.42.0.7".parse::<IpAddr>().unwrap());
         assert_eq!(both[0].backends.len(), 1);
     }
@@ -232,13 +269,52 @@ mod tests {
         let mut svc =
             service(json!({"clusterIP": "10.43.0.12", "externalIPs": ["192.0.2.7"], "ports": [{"port": 80}]}));
         svc.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.4"}]}})).unwrap();
-        let addrs: Vec<String> = plan(&svc, &[]).iter().map(|p| p.frontend.address.to_string()).collect();
+        let addrs: Vec<String> = plan(&svc, &[], "n1")
+            .iter()
+            .map(|p| p.frontend.address.to_string())
+            .collect();
         assert_eq!(addrs, ["10.43.0.12", "192.0.2.7", "198.51.100.4"]);
-        assert!(plan(&service(json!({"clusterIP": "None", "ports": [{"port": 80}]})), &[]).is_empty());
         assert!(plan(
-            &service(json!({"type": "ExternalName", "externalName": "example.org"})),
-            &[]
+            &service(json!({"clusterIP": "None", "ports": [{"port": 80}]})),
+            &[],
+            "n1"
         )
         .is_empty());
+        assert!(plan(
+            &service(json!({"type": "ExternalName", "externalName": "example.org"})),
+            &[],
+            "n1"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn local_internal_traffic_stays_on_the_node_and_affinity_has_its_timeout() {
+        let svc = service(json!({
+            "clusterIP": "10.43.0.13", "externalIPs": ["192.0.2.8"], "ports": [{"port": 80}],
+            "internalTrafficPolicy": "Local", "sessionAffinity": "ClientIP",
+        }));
+        let s = slice(
+            "IPv4",
+            json!([{"port": 8080}]),
+            json!([{"addresses": ["10.42.0.2"], "nodeName": "n1"}, {"addresses": ["10.42.1.2"], "nodeName": "n2"}]),
+        );
+        let plans = plan(&svc, &[&s], "n1");
+        assert_eq!(plans[0].frontend.address.to_string(), "10.43.0.13");
+        assert_eq!(
+            plans[0].backends.len(),
+            1,
+            "only this node's endpoint for the ClusterIP"
+        );
+        assert_eq!(plans[1].backends.len(), 2, "externalIPs are not internal traffic");
+        assert_eq!(plans[0].affinity_timeout, 10800);
+        assert!(
+            plan(&svc, &[&s], "n3")[0].backends.is_empty(),
+            "no local endpoint: refused"
+        );
+        let mut timed = svc.clone();
+        timed.spec.as_mut().unwrap().session_affinity_config =
+            serde_json::from_value(json!({"clientIP": {"timeoutSeconds": 60}})).unwrap();
+        assert_eq!(plan(&timed, &[&s], "n1")[0].affinity_timeout, 60);
     }
 }

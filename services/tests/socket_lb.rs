@@ -98,6 +98,7 @@ fn plan(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16)]) 
                 port: *p,
             })
             .collect(),
+        affinity_timeout: 0,
     }
 }
 
@@ -156,5 +157,32 @@ fn clients_reach_services_through_their_backends() {
     assert!(
         bed.ask("TCP4:10.43.250.1:80").contains("unreachable"),
         "removed: no longer translated"
+    );
+}
+
+#[test]
+fn client_ip_affinity_keeps_a_client_on_its_backend() {
+    if !testbed::require_privileges("client_ip_affinity_keeps_a_client_on_its_backend") {
+        return;
+    }
+    let mut bed = Bed::new();
+    bed.serve("TCP4-LISTEN:8080,bind=10.250.0.2,reuseaddr,fork", "alpha");
+    bed.serve("TCP4-LISTEN:8080,bind=10.250.0.3,reuseaddr,fork", "beta");
+    let mut dp = Datapath::load(&bed.options()).unwrap();
+    let two = [("10.250.0.2", 8080), ("10.250.0.3", 8080)];
+    dp.apply(&plan("10.43.250.20", 80, Protocol::Tcp, &two)).unwrap();
+    let mut sticky = plan("10.43.250.21", 80, Protocol::Tcp, &two);
+    sticky.affinity_timeout = 60;
+    dp.apply(&sticky).unwrap();
+
+    let answers = |target: &str| -> std::collections::BTreeSet<String> {
+        (0..30).map(|_| bed.ask(target).trim().to_string()).collect()
+    };
+    // Without affinity both backends answer (all 30 on one: 2^-29).
+    assert_eq!(answers("TCP4:10.43.250.20:80").len(), 2);
+    assert_eq!(
+        answers("TCP4:10.43.250.21:80").len(),
+        1,
+        "with ClientIP affinity one client stays on one backend"
     );
 }

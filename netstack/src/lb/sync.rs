@@ -73,7 +73,9 @@ impl ServiceSync {
             .filter_map(|s| cache.get::<EndpointSlice>(s.namespace.as_deref(), &s.name))
             .collect();
         let slices: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
-        let plans = service.map(|s| services::plan(&s, &slices)).unwrap_or_default();
+        let plans = service
+            .map(|s| services::plan(&s, &slices, cache.node_name()))
+            .unwrap_or_default();
         let wanted: BTreeSet<Frontend> = plans.iter().map(|p| p.frontend).collect();
         for plan in &plans {
             datapath.apply(plan)?;
