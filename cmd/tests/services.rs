@@ -1,6 +1,7 @@
 //! Services through the agent: a dual-stack Service and its EndpointSlices
 //! in the API reach the eBPF datapath, and pods and the node talk to the
-//! ClusterIPs over TCP and UDP in both families; a Service whose endpoints
+//! ClusterIPs over TCP and UDP in both families, and to the NodePort on the
+//! node's addresses; a Service whose endpoints
 //! go away refuses connections; a deleted Service is no longer
 //! translated. The node is a network namespace of the test's own, and
 //! translation is attached to a cgroup of the test's own.
@@ -10,9 +11,10 @@ mod common;
 use std::process::{Child, Stdio};
 
 use common::*;
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use testbed::{Cgroup, Netns};
 
@@ -92,8 +94,8 @@ fn slice_on(service: &str, name: &str, family: &str, addresses: &[&str], node: &
 }
 
 #[test]
-fn pods_and_the_node_reach_a_dual_stack_cluster_ip() {
-    if !testbed::require_privileges("pods_and_the_node_reach_a_dual_stack_cluster_ip") {
+fn pods_and_the_node_reach_a_dual_stack_service() {
+    if !testbed::require_privileges("pods_and_the_node_reach_a_dual_stack_service") {
         return;
     }
     let node = Netns::new("svn").unwrap();
@@ -101,15 +103,24 @@ fn pods_and_the_node_reach_a_dual_stack_cluster_ip() {
     let pins = testbed::PinDir::new("svc");
     // Like a real node, this one has an IPv6 address of its own (see
     // netstack/tests/wire.rs for what goes wrong with only link-local ones).
-    assert!(node
-        .exec(&["ip", "addr", "add", "fd00:ffff::1/128", "dev", "lo"])
-        .status
-        .success());
+    for address in ["192.0.2.10/32", "fd00:ffff::1/128"] {
+        assert!(node.exec(&["ip", "addr", "add", address, "dev", "lo"]).status.success());
+    }
     node.run(|| {
         let bed = Bed::new(&["10.130.0.0/28", "fd00:130::/124"]);
         let agent = bed.agent_with(json!({
             "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024},
         }));
+        // The Node's addresses, where NodePorts are served.
+        bed.rt.block_on(async {
+            let status = json!({"status": {"addresses": [
+                {"type": "InternalIP", "address": "192.0.2.10"}, {"type": "InternalIP", "address": "fd00:ffff::1"},
+            ]}});
+            Api::<Node>::all(bed.client().await)
+                .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .unwrap();
+        });
         let conf = bed.plugin.conf("1.0.0", json!({}));
         let (server, client) = (Netns::new("svs").unwrap(), Netns::new("svc").unwrap());
         assert!(bed.plugin.exec("ADD", "server", Some(&server.path()), &conf).ok);
@@ -143,6 +154,7 @@ fn pods_and_the_node_reach_a_dual_stack_cluster_ip() {
         let web: Service = serde_json::from_value(json!({
             "metadata": {"name": "web"},
             "spec": {
+                "type": "NodePort",
                 "ipFamilyPolicy": "RequireDualStack",
                 "ports": [{"name": "http", "port": 80, "targetPort": 8080},
                           {"name": "echo", "port": 90, "targetPort": 9090},
@@ -166,7 +178,9 @@ fn pods_and_the_node_reach_a_dual_stack_cluster_ip() {
                 .unwrap();
             created
         });
-        let ips = created.spec.unwrap().cluster_ips.unwrap();
+        let spec = created.spec.unwrap();
+        let node_port = spec.ports.as_ref().unwrap()[0].node_port.unwrap();
+        let ips = spec.cluster_ips.unwrap();
         let (v4, v6) = (&ips[0], &ips[1]);
         let tcp4 = format!("TCP4:{v4}:80");
         let tcp6 = format!("TCP6:[{v6}]:80");
@@ -178,6 +192,9 @@ fn pods_and_the_node_reach_a_dual_stack_cluster_ip() {
                 tcp6.clone(),
                 format!("UDP4-SENDTO:{v4}:53"),
                 format!("UDP6-SENDTO:[{v6}]:53"),
+                // The NodePort on the node's own addresses.
+                format!("TCP4:192.0.2.10:{node_port}"),
+                format!("TCP6:[fd00:ffff::1]:{node_port}"),
             ] {
                 let got = ask(from, &cgroup, &target, pong);
                 assert!(pong(&got), "{target} from {}: {got}", from.name());

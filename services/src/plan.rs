@@ -62,42 +62,54 @@ pub struct FrontendPlan {
 /// kube-proxy's default for `sessionAffinityConfig.clientIP.timeoutSeconds`.
 const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
 
+/// The node the plan is for: its name (for `internalTrafficPolicy:
+/// Local`) and its addresses (where NodePorts are served).
+#[derive(Debug, Clone, Copy)]
+pub struct NodeView<'a> {
+    pub name: &'a str,
+    pub addresses: &'a [IpAddr],
+}
+
 /// The frontends of `service` and their backends from `slices` (the
-/// Service's own EndpointSlices), for the node named `node`. Headless and
-/// ExternalName Services have none.
-pub fn plan(service: &Service, slices: &[&EndpointSlice], node: &str) -> Vec<FrontendPlan> {
+/// Service's own EndpointSlices) on `node`: each ClusterIP, externalIP and
+/// LoadBalancer ingress IP at the Service port, and each node address of
+/// the Service's families at the NodePort. Headless and ExternalName
+/// Services have none.
+pub fn plan(service: &Service, slices: &[&EndpointSlice], node: NodeView) -> Vec<FrontendPlan> {
     let Some(spec) = service.spec.as_ref() else {
         return Vec::new();
     };
     if spec.type_.as_deref() == Some("ExternalName") {
         return Vec::new();
     }
-    let mut addresses: Vec<IpAddr> = spec
-        .cluster_ips
-        .iter()
-        .flatten()
-        .chain(spec.cluster_ip.iter())
-        .chain(spec.external_ips.iter().flatten())
-        .filter_map(|a| a.parse().ok())
+    let parsed = |list: &[String]| -> Vec<IpAddr> { list.iter().filter_map(|a| a.parse().ok()).collect() };
+    let cluster_ips: BTreeSet<IpAddr> = parsed(spec.cluster_ips.as_deref().unwrap_or_default())
+        .into_iter()
+        .chain(spec.cluster_ip.as_deref().and_then(|a| a.parse().ok()))
         .collect();
     let ingress = service
         .status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref());
-    addresses.extend(
-        ingress
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.ip.as_deref()?.parse::<IpAddr>().ok()),
-    );
-    let addresses: BTreeSet<IpAddr> = addresses.into_iter().collect();
-    let cluster_ips: BTreeSet<IpAddr> = spec
-        .cluster_ips
+    let service_addresses: BTreeSet<IpAddr> = cluster_ips
         .iter()
-        .flatten()
-        .chain(spec.cluster_ip.iter())
-        .filter_map(|a| a.parse().ok())
+        .copied()
+        .chain(parsed(spec.external_ips.as_deref().unwrap_or_default()))
+        .chain(
+            ingress
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok()),
+        )
+        .collect();
+    // NodePorts are served on this node's addresses of the Service's
+    // families (a headless Service has no ClusterIP and no NodePort).
+    let node_addresses: Vec<IpAddr> = node
+        .addresses
+        .iter()
+        .copied()
+        .filter(|a| cluster_ips.iter().any(|c| c.is_ipv4() == a.is_ipv4()))
         .collect();
     // internalTrafficPolicy: Local keeps ClusterIP traffic on this node.
     let local_only = spec.internal_traffic_policy.as_deref() == Some("Local");
@@ -114,11 +126,18 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice], node: &str) -> Vec<Fro
 
     let mut plans = Vec::new();
     for port in spec.ports.iter().flatten() {
-        let (Some(protocol), Ok(number)) = (Protocol::parse(port.protocol.as_deref()), u16::try_from(port.port)) else {
+        let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else {
             continue;
         };
-        for &address in &addresses {
-            let only_on = (local_only && cluster_ips.contains(&address)).then_some(node);
+        let at_service = u16::try_from(port.port)
+            .ok()
+            .map(|n| service_addresses.iter().map(move |&a| (a, n)));
+        let at_node = port
+            .node_port
+            .and_then(|n| u16::try_from(n).ok())
+            .map(|n| node_addresses.iter().map(move |&a| (a, n)));
+        for (address, number) in at_service.into_iter().flatten().chain(at_node.into_iter().flatten()) {
+            let only_on = (local_only && cluster_ips.contains(&address)).then_some(node.name);
             plans.push(FrontendPlan {
                 frontend: Frontend {
                     address,
@@ -201,6 +220,11 @@ mod tests {
     use super::*;
     use k8s_openapi::serde_json::{self, json};
 
+    const NODE: NodeView = NodeView {
+        name: "n1",
+        addresses: &[],
+    };
+
     fn service(spec: serde_json::Value) -> Service {
         serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "demo"}, "spec": spec})).unwrap()
     }
@@ -228,7 +252,7 @@ mod tests {
             json!([{"name": "http", "port": 8080}]),
             json!([{"addresses": ["fd00:42::2"]}]),
         );
-        let plans = plan(&svc, &[&v4, &v6], "n1");
+        let plans = plan(&svc, &[&v4, &v6], NODE);
         let find = |addr: &str, port: u16| {
             plans
                 .iter()
@@ -257,9 +281,9 @@ mod tests {
             json!([{"addresses": ["10.42.0.9"], "conditions": {"ready": false, "serving": true, "terminating": true}},
                    {"addresses": ["10.42.0.8"], "conditions": {"ready": false, "serving": false, "terminating": true}}]),
         );
-        assert_eq!(plan(&svc, &[&going], "n1")[0].backends.len(), 1);
+        assert_eq!(plan(&svc, &[&going], NODE)[0].backends.len(), 1);
         let fresh = slice("IPv4", json!([{"port": 8080}]), json!([{"addresses": ["10.42.0.7"]}]));
-        let both = plan(&svc, &[&going, &fresh], "n1");
+        let both = plan(&svc, &[&going, &fresh], NODE);
         assert_eq!(both[0].backends[0].address, "10.42.0.7".parse::<IpAddr>().unwrap());
         assert_eq!(both[0].backends.len(), 1);
     }
@@ -269,7 +293,7 @@ mod tests {
         let mut svc =
             service(json!({"clusterIP": "10.43.0.12", "externalIPs": ["192.0.2.7"], "ports": [{"port": 80}]}));
         svc.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.4"}]}})).unwrap();
-        let addrs: Vec<String> = plan(&svc, &[], "n1")
+        let addrs: Vec<String> = plan(&svc, &[], NODE)
             .iter()
             .map(|p| p.frontend.address.to_string())
             .collect();
@@ -277,13 +301,13 @@ mod tests {
         assert!(plan(
             &service(json!({"clusterIP": "None", "ports": [{"port": 80}]})),
             &[],
-            "n1"
+            NODE
         )
         .is_empty());
         assert!(plan(
             &service(json!({"type": "ExternalName", "externalName": "example.org"})),
             &[],
-            "n1"
+            NODE
         )
         .is_empty());
     }
@@ -299,7 +323,7 @@ mod tests {
             json!([{"port": 8080}]),
             json!([{"addresses": ["10.42.0.2"], "nodeName": "n1"}, {"addresses": ["10.42.1.2"], "nodeName": "n2"}]),
         );
-        let plans = plan(&svc, &[&s], "n1");
+        let plans = plan(&svc, &[&s], NODE);
         assert_eq!(plans[0].frontend.address.to_string(), "10.43.0.13");
         assert_eq!(
             plans[0].backends.len(),
@@ -309,12 +333,44 @@ mod tests {
         assert_eq!(plans[1].backends.len(), 2, "externalIPs are not internal traffic");
         assert_eq!(plans[0].affinity_timeout, 10800);
         assert!(
-            plan(&svc, &[&s], "n3")[0].backends.is_empty(),
+            plan(
+                &svc,
+                &[&s],
+                NodeView {
+                    name: "n3",
+                    addresses: &[]
+                }
+            )[0]
+            .backends
+            .is_empty(),
             "no local endpoint: refused"
         );
         let mut timed = svc.clone();
         timed.spec.as_mut().unwrap().session_affinity_config =
             serde_json::from_value(json!({"clientIP": {"timeoutSeconds": 60}})).unwrap();
-        assert_eq!(plan(&timed, &[&s], "n1")[0].affinity_timeout, 60);
+        assert_eq!(plan(&timed, &[&s], NODE)[0].affinity_timeout, 60);
+    }
+
+    #[test]
+    fn node_ports_are_served_on_the_node_addresses_of_the_service_families() {
+        let svc = service(json!({
+            "type": "NodePort", "clusterIP": "10.43.0.14", "clusterIPs": ["10.43.0.14"],
+            "ports": [{"port": 80, "nodePort": 30080}],
+        }));
+        let s = slice("IPv4", json!([{"port": 8080}]), json!([{"addresses": ["10.42.0.2"]}]));
+        let addresses: [IpAddr; 2] = ["192.0.2.10".parse().unwrap(), "2001:db8::10".parse().unwrap()];
+        let node = NodeView {
+            name: "n1",
+            addresses: &addresses,
+        };
+        let frontends: Vec<String> = plan(&svc, &[&s], node)
+            .iter()
+            .map(|p| format!("{}:{}", p.frontend.address, p.frontend.port))
+            .collect();
+        assert_eq!(
+            frontends,
+            ["10.43.0.14:80", "192.0.2.10:30080"],
+            "no IPv6 NodePort on an IPv4 Service"
+        );
     }
 }

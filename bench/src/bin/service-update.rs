@@ -33,6 +33,10 @@ struct Args {
 }
 
 const TARGET_PORT: u16 = 8080;
+const NODE: services::NodeView = services::NodeView {
+    name: "bench-node",
+    addresses: &[],
+};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -118,7 +122,7 @@ fn time_netlet(n: usize, per_service: usize, repeats: usize) -> anyhow::Result<N
 
     let start = Instant::now();
     for (i, svc) in services.iter().enumerate() {
-        for plan in services::plan(svc, &[&slice(i, &pods[i])], "bench-node") {
+        for plan in services::plan(svc, &[&slice(i, &pods[i])], NODE) {
             datapath.apply(&plan)?;
         }
     }
@@ -132,7 +136,7 @@ fn time_netlet(n: usize, per_service: usize, repeats: usize) -> anyhow::Result<N
         next_pod += 1;
         let changed = slice(i, &pods[i]);
         let start = Instant::now();
-        for plan in services::plan(&services[i], &[&changed], "bench-node") {
+        for plan in services::plan(&services[i], &[&changed], NODE) {
             datapath.apply(&plan)?;
         }
         times.push(start.elapsed());

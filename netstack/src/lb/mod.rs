@@ -41,7 +41,7 @@ async fn run(ctx: ModuleContext) -> Result<(), ModuleError> {
     let mut sync = ServiceSync::default();
     // The first look reports both kinds resynced: a full pass, which also
     // drops whatever an earlier agent left for Services now gone.
-    let mut changes = ctx.cache.subscribe(&[Kind::Service, Kind::EndpointSlice]);
+    let mut changes = ctx.cache.subscribe(&[Kind::Service, Kind::EndpointSlice, Kind::Node]);
     loop {
         let batch = tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),

@@ -1,10 +1,12 @@
 //! Which Services a batch of cache changes touches, and the frontends each
 //! one owns in the datapath, so a change rewrites one Service's entries
-//! and nothing else.
+//! and nothing else (a change of this node's addresses, which NodePorts
+//! are served on, redoes them all).
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use services::{Datapath, DatapathError, Frontend};
 
@@ -21,13 +23,20 @@ pub struct ServiceSync {
     /// slice is gone from the cache, but its Service must still be redone.
     slice_service: HashMap<ObjectKey, ObjectKey>,
     service_slices: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// This node's addresses, where NodePorts are served; when they change
+    /// every Service is redone.
+    node_addresses: Vec<IpAddr>,
 }
 
 impl ServiceSync {
     /// Brings the datapath up to date with `changes`; returns how many
     /// Services were looked at.
     pub fn apply(&mut self, cache: &Cache, datapath: &mut Datapath, changes: &Changes) -> Result<usize, DatapathError> {
-        let full = changes.resynced.contains(&Kind::Service) || changes.resynced.contains(&Kind::EndpointSlice);
+        let addresses = node_addresses(cache);
+        let moved = addresses != self.node_addresses;
+        self.node_addresses = addresses;
+        let full =
+            moved || changes.resynced.contains(&Kind::Service) || changes.resynced.contains(&Kind::EndpointSlice);
         let mut dirty: BTreeSet<ObjectKey> = BTreeSet::new();
         if full {
             self.reindex(cache);
@@ -73,9 +82,11 @@ impl ServiceSync {
             .filter_map(|s| cache.get::<EndpointSlice>(s.namespace.as_deref(), &s.name))
             .collect();
         let slices: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
-        let plans = service
-            .map(|s| services::plan(&s, &slices, cache.node_name()))
-            .unwrap_or_default();
+        let node = services::NodeView {
+            name: cache.node_name(),
+            addresses: &self.node_addresses,
+        };
+        let plans = service.map(|s| services::plan(&s, &slices, node)).unwrap_or_default();
         let wanted: BTreeSet<Frontend> = plans.iter().map(|p| p.frontend).collect();
         for plan in &plans {
             datapath.apply(plan)?;
@@ -127,6 +138,20 @@ impl ServiceSync {
             }
         }
     }
+}
+
+/// The InternalIP and ExternalIP addresses of this node's Node, sorted.
+fn node_addresses(cache: &Cache) -> Vec<IpAddr> {
+    let node = cache.get::<Node>(None, cache.node_name());
+    let mut addresses: Vec<IpAddr> = node
+        .iter()
+        .flat_map(|n| n.status.iter().flat_map(|s| s.addresses.iter().flatten()))
+        .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
