@@ -255,6 +255,50 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
         let got = ask(&client, &cgroup, &local_tcp, pong);
         assert!(pong(&got), "an endpoint on this node: {got}");
 
+        // externalTrafficPolicy: Local: the healthCheckNodePort says whether
+        // this node has a ready endpoint, as kube-proxy's does.
+        let lb: Service = serde_json::from_value(json!({
+            "metadata": {"name": "lb"},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        }))
+        .unwrap();
+        let health_port = bed.rt.block_on(async {
+            let created = services.create(&PostParams::default(), &lb).await.unwrap();
+            let here = slice("lb", "lb-v4", "IPv4", &["10.130.0.2"]);
+            slices.create(&PostParams::default(), &here).await.unwrap();
+            created.spec.unwrap().health_check_node_port.unwrap()
+        });
+        let check = |want: &str| {
+            testbed::exchange(
+                || {
+                    let mut cmd = std::process::Command::new("socat");
+                    cmd.args(["-T", "2", "-", &format!("TCP4:127.0.0.1:{health_port}")]);
+                    cmd
+                },
+                |t| t.contains(want),
+            )
+        };
+        let healthy = check("HTTP/1.1 200");
+        assert!(
+            healthy.contains("HTTP/1.1 200") && healthy.contains(r#""localEndpoints":1"#),
+            "{healthy}"
+        );
+        assert!(
+            healthy.contains(r#""service":{"name":"lb","namespace":"default"}"#),
+            "{healthy}"
+        );
+        bed.rt.block_on(async {
+            let mut s = slices.get("lb-v4").await.unwrap();
+            s.endpoints = slice_on("lb", "lb-v4", "IPv4", &["10.130.0.2"], "another-node").endpoints;
+            slices.replace("lb-v4", &PostParams::default(), &s).await.unwrap();
+        });
+        let unhealthy = check("HTTP/1.1 503");
+        assert!(
+            unhealthy.contains("HTTP/1.1 503") && unhealthy.contains(r#""localEndpoints":0"#),
+            "{unhealthy}"
+        );
+
         // No endpoints left: connections are refused at once.
         bed.rt.block_on(async {
             for (name, family) in [("web-v4", "IPv4"), ("web-v6", "IPv6")] {

@@ -2,6 +2,7 @@
 //! with the Services and EndpointSlices of the shared cache, writing only
 //! what each change touches.
 
+mod health;
 mod sync;
 
 use std::time::Instant;
@@ -39,6 +40,7 @@ async fn run(ctx: ModuleContext) -> Result<(), ModuleError> {
     let mut datapath = services::Datapath::load(&options)?;
     tracing::info!(cgroup = %c.cgroup.display(), pins = %c.pin_dir.display(), "Service load balancing attached");
     let mut sync = ServiceSync::default();
+    let mut health = health::HealthServers::default();
     // The first look reports both kinds resynced: a full pass, which also
     // drops whatever an earlier agent left for Services now gone.
     let mut changes = ctx.cache.subscribe(&[Kind::Service, Kind::EndpointSlice, Kind::Node]);
@@ -48,10 +50,16 @@ async fn run(ctx: ModuleContext) -> Result<(), ModuleError> {
             c = changes.changed() => c,
         };
         let start = Instant::now();
-        let result = sync.apply(&ctx.cache, &mut datapath, &batch);
+        let mut result = sync
+            .apply(&ctx.cache, &mut datapath, &batch)
+            .map(drop)
+            .map_err(|e| e.to_string());
+        if let Some(ports) = sync.take_health() {
+            result = result.and(health.set(ports).await);
+        }
         if let Err(e) = &result {
             tracing::warn!(error = %e, "Service datapath update failed");
         }
-        ctx.status.record_reconcile(start.elapsed(), result.map(drop));
+        ctx.status.record_reconcile(start.elapsed(), result);
     }
 }

@@ -10,6 +10,8 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use services::{Datapath, DatapathError, Frontend};
 
+use super::health::Health;
+
 use crate::cache::{Cache, Changes, Kind, ObjectKey};
 
 /// The label that ties an EndpointSlice to its Service.
@@ -26,6 +28,9 @@ pub struct ServiceSync {
     /// This node's addresses, where NodePorts are served; when they change
     /// every Service is redone.
     node_addresses: Vec<IpAddr>,
+    /// healthCheckNodePorts to serve, per Service.
+    health: HashMap<ObjectKey, (u16, Health)>,
+    health_changed: bool,
 }
 
 impl ServiceSync {
@@ -86,7 +91,10 @@ impl ServiceSync {
             name: cache.node_name(),
             addresses: &self.node_addresses,
         };
-        let plans = service.map(|s| services::plan(&s, &slices, node)).unwrap_or_default();
+        let plans = service
+            .as_deref()
+            .map(|s| services::plan(s, &slices, node))
+            .unwrap_or_default();
         let wanted: BTreeSet<Frontend> = plans.iter().map(|p| p.frontend).collect();
         for plan in &plans {
             datapath.apply(plan)?;
@@ -105,7 +113,26 @@ impl ServiceSync {
         } else {
             self.owned.insert(key.clone(), wanted);
         }
+        let check = service
+            .as_deref()
+            .and_then(|s| health_check(s, &slices, cache.node_name()));
+        let before = self.health.get(key).cloned();
+        if before != check {
+            self.health_changed = true;
+            match check {
+                Some(c) => self.health.insert(key.clone(), c),
+                None => self.health.remove(key),
+            };
+        }
         Ok(())
+    }
+
+    /// The health check ports to serve, if they changed since last asked.
+    pub fn take_health(&mut self) -> Option<HashMap<u16, Health>> {
+        if !std::mem::take(&mut self.health_changed) {
+            return None;
+        }
+        Some(self.health.values().cloned().collect())
     }
 
     /// Records which Service the slice at `key` belongs to now; returns the
@@ -138,6 +165,32 @@ impl ServiceSync {
             }
         }
     }
+}
+
+/// A LoadBalancer Service with `externalTrafficPolicy: Local` has its
+/// `healthCheckNodePort` answered with the count of this node's ready
+/// endpoints.
+fn health_check(service: &Service, slices: &[&EndpointSlice], node: &str) -> Option<(u16, Health)> {
+    let spec = service.spec.as_ref()?;
+    if spec.type_.as_deref() != Some("LoadBalancer") || spec.external_traffic_policy.as_deref() != Some("Local") {
+        return None;
+    }
+    let port = u16::try_from(spec.health_check_node_port?).ok()?;
+    let local: BTreeSet<&String> = slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.node_name.as_deref() == Some(node))
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .flat_map(|e| e.addresses.iter())
+        .collect();
+    Some((
+        port,
+        Health {
+            namespace: service.metadata.namespace.clone().unwrap_or_default(),
+            name: service.metadata.name.clone().unwrap_or_default(),
+            local_endpoints: local.len(),
+        },
+    ))
 }
 
 /// The InternalIP and ExternalIP addresses of this node's Node, sorted.
