@@ -201,6 +201,19 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
             }
         }
 
+        // The metrics count what the maps hold.
+        let page = bed
+            .rt
+            .block_on(netstack::admin::client::get(
+                &bed.dir.path().join("run/admin.sock"),
+                "/metrics",
+            ))
+            .unwrap()
+            .body;
+        // web: 3 ports at its ClusterIP and at the NodePort on the node's address.
+        assert!(page.contains("netlet_services_frontends{family=\"IPv4\"} 6"), "{page}");
+        assert!(page.contains("netlet_services_map_full_total 0"), "{page}");
+
         // An agent restart: a connection made through the ClusterIP before
         // it keeps exchanging data during and after it (the socket was
         // translated at connect time; no per-packet state is involved), and

@@ -169,6 +169,16 @@ impl Datapath {
         self.frontends.iter().map(|(f, a)| (f, a.ids.len()))
     }
 
+    /// Distinct backends the frontends send to.
+    pub fn backend_count(&self) -> usize {
+        self.backends.ids.len()
+    }
+
+    /// Entries of each map.
+    pub fn map_entries(&self) -> u32 {
+        self.map_entries
+    }
+
     /// Makes the maps send `plan.frontend` to `plan.backends`. Writes only
     /// what differs from before; returns whether anything did.
     pub fn apply(&mut self, plan: &FrontendPlan) -> Result<bool, DatapathError> {

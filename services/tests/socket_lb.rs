@@ -186,3 +186,37 @@ fn client_ip_affinity_keeps_a_client_on_its_backend() {
         "with ClientIP affinity one client stays on one backend"
     );
 }
+
+#[test]
+fn a_full_map_is_an_error_naming_it() {
+    if !testbed::require_privileges("a_full_map_is_an_error_naming_it") {
+        return;
+    }
+    let bed = Bed::new();
+    let mut options = bed.options();
+    options.map_entries = 16;
+    let mut dp = Datapath::load(&options).unwrap();
+    // Each frontend takes its slot 0 and one slot per backend: 8 fit.
+    let full = (1..=16)
+        .map(|i| {
+            dp.apply(&plan(
+                &format!("10.43.251.{i}"),
+                80,
+                Protocol::Tcp,
+                &[("10.250.0.2", 8080)],
+            ))
+        })
+        .find_map(Result::err)
+        .expect("16 entries run out");
+    assert!(
+        matches!(
+            full,
+            services::DatapathError::MapFull {
+                map: "nl_lb4_svc",
+                entries: 16
+            }
+        ),
+        "{full}"
+    );
+    assert!(full.to_string().contains("raise services.mapEntries"), "{full}");
+}

@@ -3,18 +3,23 @@
 //! what each change touches.
 
 mod health;
+mod metrics;
 mod sync;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
 
 use crate::cache::Kind;
-use crate::module::{Module, ModuleContext, ModuleError};
+use crate::module::{MetricsSource, Module, ModuleContext, ModuleError};
+use metrics::ServicesMetrics;
 use sync::ServiceSync;
 
 #[derive(Default)]
-pub struct ServicesModule;
+pub struct ServicesModule {
+    metrics: Arc<ServicesMetrics>,
+}
 
 impl Module for ServicesModule {
     fn name(&self) -> &'static str {
@@ -22,11 +27,15 @@ impl Module for ServicesModule {
     }
 
     fn run(self: Box<Self>, ctx: ModuleContext) -> BoxFuture<'static, Result<(), ModuleError>> {
-        Box::pin(run(ctx))
+        Box::pin(run(ctx, self.metrics))
+    }
+
+    fn metrics(&self) -> Option<Arc<dyn MetricsSource>> {
+        Some(self.metrics.clone())
     }
 }
 
-async fn run(ctx: ModuleContext) -> Result<(), ModuleError> {
+async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), ModuleError> {
     tokio::select! {
         _ = ctx.cancel.cancelled() => return Ok(()),
         _ = ctx.cache.wait_synced() => {}
@@ -50,10 +59,10 @@ async fn run(ctx: ModuleContext) -> Result<(), ModuleError> {
             c = changes.changed() => c,
         };
         let start = Instant::now();
-        let mut result = sync
-            .apply(&ctx.cache, &mut datapath, &batch)
-            .map(drop)
-            .map_err(|e| e.to_string());
+        let applied = sync.apply(&ctx.cache, &mut datapath, &batch);
+        let map_full = matches!(applied, Err(services::DatapathError::MapFull { .. }));
+        metrics.record(&datapath, map_full);
+        let mut result = applied.map(drop).map_err(|e| e.to_string());
         if let Some(ports) = sync.take_health() {
             result = result.and(health.set(ports).await);
         }
