@@ -39,4 +39,15 @@ fn main() {
     );
     let printed = Command::new(&layout).output().expect("the layout program runs");
     std::fs::write(out.join("layout.txt"), printed.stdout).expect("OUT_DIR is writable");
+
+    // Pinned maps outlive the agent: a build whose maps differ (layout or
+    // definitions) pins its own under a directory named by this hash.
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for header in ["lb.h", "maps.h"] {
+        let text = std::fs::read(bpf.join(header)).expect("the headers are readable");
+        for b in text {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    std::fs::write(out.join("maps_version.txt"), format!("maps-{:08x}", hash as u32)).expect("OUT_DIR is writable");
 }

@@ -20,6 +20,10 @@ use crate::plan::{Backend, Frontend, FrontendPlan, Protocol};
 
 /// bpf/sock.c, compiled by build.rs.
 static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.o"));
+/// Where under the pin directory this build's maps live: named by a hash
+/// of the map headers, so an upgrade that changes a map never opens the
+/// old one with the new layout.
+const MAPS_VERSION: &str = include_str!(concat!(env!("OUT_DIR"), "/maps_version.txt"));
 
 const PROGRAMS: [&str; 8] = [
     "netlet_connect4",
@@ -122,8 +126,10 @@ impl Datapath {
         ensure_bpffs(&options.pin_dir)?;
         let links = options.pin_dir.join("links");
         std::fs::create_dir_all(&links).map_err(io(&links))?;
+        let maps = options.pin_dir.join(MAPS_VERSION);
+        std::fs::create_dir_all(&maps).map_err(io(&maps))?;
         let mut loader = EbpfLoader::new();
-        loader.default_map_pin_directory(&options.pin_dir);
+        loader.default_map_pin_directory(&maps);
         for map in SERVICE_MAPS.iter().chain(&BACKEND_MAPS).chain(&SOCKET_MAPS) {
             loader.map_max_entries(map, options.map_entries);
         }
@@ -154,6 +160,8 @@ impl Datapath {
                 source,
             })?;
         }
+        // Programs of an earlier build are detached now; their maps go.
+        remove_other_versions(&options.pin_dir);
         let mut datapath = Datapath {
             ebpf,
             map_entries: options.map_entries,
@@ -415,6 +423,20 @@ impl Datapath {
             IpAddr::V6(_) => self.typed_mut::<u32, Lb6Backend>(map)?.remove(&id),
         };
         ignore_missing(result).map_err(|e| map_error(map, entries, e))
+    }
+}
+
+fn remove_other_versions(pin_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("maps-") && name != MAPS_VERSION {
+            tracing::info!(maps = %name, "removing the pinned maps of an earlier netlet");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -145,7 +145,12 @@ fn clients_reach_services_through_their_backends() {
         "beta",
         "still translated with no agent"
     );
+    // An earlier build's maps (another layout) are removed once this one's
+    // programs have replaced its programs.
+    let older = bed.pins.path().join("maps-00000000");
+    std::fs::create_dir(&older).unwrap();
     let mut dp = Datapath::load(&bed.options()).unwrap();
+    assert!(!older.exists(), "an earlier build's maps are gone");
     assert_eq!(dp.frontends().count(), 4);
     assert!(
         !dp.apply(&plan("10.43.250.1", 80, Protocol::Tcp, &[("10.250.0.3", 8080)]))
