@@ -20,14 +20,16 @@ fn main() {
     println!("cargo:rerun-if-changed=bpf");
     // asm/types.h lives under the multiarch include directory on Debian.
     let multiarch = "/usr/include/x86_64-linux-gnu";
-    run(
-        Command::new("clang")
-            .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-I", multiarch, "-c"])
-            .arg(bpf.join("sock.c"))
-            .arg("-o")
-            .arg(out.join("sock.o")),
-        "compiling bpf/sock.c",
-    );
+    for program in ["sock", "tc_external"] {
+        run(
+            Command::new("clang")
+                .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-I", multiarch, "-c"])
+                .arg(bpf.join(format!("{program}.c")))
+                .arg("-o")
+                .arg(out.join(format!("{program}.o"))),
+            &format!("compiling bpf/{program}.c"),
+        );
+    }
     let layout = out.join("layout");
     run(
         Command::new("clang")

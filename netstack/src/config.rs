@@ -62,6 +62,9 @@ pub struct RawServicesConfig {
     pub pin_dir: Option<PathBuf>,
     /// Entries of each BPF map.
     pub map_entries: Option<u32>,
+    /// The node's external interfaces, where traffic from outside to
+    /// NodePorts, externalIPs and LoadBalancer IPs is load-balanced.
+    pub devices: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +125,7 @@ pub struct ServicesConfig {
     pub cgroup: PathBuf,
     pub pin_dir: PathBuf,
     pub map_entries: u32,
+    pub devices: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -205,6 +209,7 @@ impl RawConfig {
                 cgroup: over.services.cgroup.or(self.services.cgroup),
                 pin_dir: over.services.pin_dir.or(self.services.pin_dir),
                 map_entries: over.services.map_entries.or(self.services.map_entries),
+                devices: over.services.devices.or(self.services.devices),
             },
             shutdown_grace_seconds: over.shutdown_grace_seconds.or(self.shutdown_grace_seconds),
         }
@@ -324,11 +329,19 @@ impl RawServicesConfig {
                 "must be between 16 and 16777216",
             ));
         }
+        let devices = self.devices.unwrap_or_default();
+        if let Some(d) = devices
+            .iter()
+            .find(|d| d.is_empty() || d.len() > 15 || d.contains(['/', ' ', ':']))
+        {
+            return Err(bad("services.devices", d, "not a network interface name"));
+        }
         Ok(ServicesConfig {
             enabled: self.enabled.unwrap_or(false),
             cgroup: self.cgroup.unwrap_or_else(default_cgroup),
             pin_dir: self.pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
             map_entries,
+            devices,
         })
     }
 }

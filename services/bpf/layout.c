@@ -24,5 +24,11 @@ int main(void)
 	SIZE(sock4_frontend); FIELD(sock4_frontend, address); FIELD(sock4_frontend, port);
 	SIZE(sock6_key); FIELD(sock6_key, cookie); FIELD(sock6_key, backend); FIELD(sock6_key, backend_port);
 	SIZE(sock6_frontend); FIELD(sock6_frontend, address); FIELD(sock6_frontend, port);
+	SIZE(ct4_key); FIELD(ct4_key, saddr); FIELD(ct4_key, daddr); FIELD(ct4_key, sport); FIELD(ct4_key, dport);
+	FIELD(ct4_key, proto);
+	SIZE(ct6_key); FIELD(ct6_key, saddr); FIELD(ct6_key, daddr); FIELD(ct6_key, sport); FIELD(ct6_key, dport);
+	FIELD(ct6_key, proto);
+	SIZE(ct4_value); FIELD(ct4_value, address); FIELD(ct4_value, port);
+	SIZE(ct6_value); FIELD(ct6_value, address); FIELD(ct6_value, port);
 	return 0;
 }

@@ -105,4 +105,39 @@ struct sock6_frontend {
 	__u8 pad[2];
 };
 
+/* Connection tracking for traffic from outside the node (TC on the
+ * node's external interfaces): the forward entry, keyed by the packet as
+ * the client sent it, holds the backend it was sent to; the reverse
+ * entry, keyed by the backend's reply, holds the frontend it must seem to
+ * come from. */
+struct ct4_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct ct6_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct ct4_value {
+	__be32 address;
+	__be16 port;
+	__u8 pad[2];
+};
+
+struct ct6_value {
+	__u8 address[16];
+	__be16 port;
+	__u8 pad[2];
+};
+
 #endif

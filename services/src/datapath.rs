@@ -12,14 +12,15 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
 use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::maps::{Lb4Backend, Lb4Key, Lb6Backend, Lb6Key, LbSlot, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 use crate::plan::{Backend, Frontend, FrontendPlan, Protocol};
 
-/// bpf/sock.c, compiled by build.rs.
+/// bpf/sock.c and bpf/tc_external.c, compiled by build.rs.
 static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.o"));
+static TC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_external.o"));
 /// Where under the pin directory this build's maps live: named by a hash
 /// of the map headers, so an upgrade that changes a map never opens the
 /// old one with the new layout.
@@ -38,6 +39,12 @@ const PROGRAMS: [&str; 8] = [
 const SERVICE_MAPS: [&str; 2] = ["nl_lb4_svc", "nl_lb6_svc"];
 const BACKEND_MAPS: [&str; 2] = ["nl_lb4_be", "nl_lb6_be"];
 const SOCKET_MAPS: [&str; 4] = ["nl_sock4_rev", "nl_sock6_rev", "nl_lb4_aff", "nl_lb6_aff"];
+const FLOW_MAPS: [&str; 4] = ["nl_ct4_fwd", "nl_ct4_rev", "nl_ct6_fwd", "nl_ct6_rev"];
+/// The TC programs and the direction each is attached in.
+const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("netlet_external_in", TcAttachType::Ingress),
+    ("netlet_external_out", TcAttachType::Egress),
+];
 
 /// statfs f_type of a bpf filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -51,6 +58,10 @@ pub struct DatapathOptions {
     pub cgroup: PathBuf,
     /// Entries of each map.
     pub map_entries: u32,
+    /// The node's external interfaces: traffic from outside arriving on
+    /// them for a frontend (NodePorts, externalIPs, LoadBalancer IPs) is
+    /// load-balanced by TC programs.
+    pub devices: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +116,8 @@ struct BackendIds {
 
 pub struct Datapath {
     ebpf: Ebpf,
+    /// The TC programs (their maps are the same pinned ones).
+    _tc: Ebpf,
     map_entries: u32,
     backends: BackendIds,
     frontends: HashMap<Frontend, Applied>,
@@ -130,10 +143,16 @@ impl Datapath {
         std::fs::create_dir_all(&maps).map_err(io(&maps))?;
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&maps);
-        for map in SERVICE_MAPS.iter().chain(&BACKEND_MAPS).chain(&SOCKET_MAPS) {
+        for map in SERVICE_MAPS
+            .iter()
+            .chain(&BACKEND_MAPS)
+            .chain(&SOCKET_MAPS)
+            .chain(&FLOW_MAPS)
+        {
             loader.map_max_entries(map, options.map_entries);
         }
         let mut ebpf = loader.load(SOCK_OBJECT)?;
+        let mut tc = loader.load(TC_OBJECT)?;
         let cgroup = std::fs::File::open(&options.cgroup).map_err(io(&options.cgroup))?;
         for name in PROGRAMS {
             let failed = |source| DatapathError::Program { name, source };
@@ -151,19 +170,33 @@ impl Datapath {
                 .map_err(failed)?
                 .try_into()
                 .map_err(|source| DatapathError::Link { name, source })?;
-            let pin = links.join(name);
-            // Unpinning the previous agent's link detaches it: ours is
-            // already attached, so there is no gap.
-            let _ = std::fs::remove_file(&pin);
-            link.pin(&pin).map_err(|source| DatapathError::Pin {
-                path: pin.clone(),
-                source,
-            })?;
+            pin_link(link, &links.join(name))?;
+        }
+        for (name, direction) in TC_PROGRAMS {
+            let failed = |source| DatapathError::Program { name, source };
+            let program: &mut SchedClassifier = tc
+                .program_mut(name)
+                .expect("every program is in tc_external.o")
+                .try_into()
+                .map_err(failed)?;
+            program.load().map_err(failed)?;
+            for device in &options.devices {
+                // clsact may be there already (ours, or another tool's).
+                let _ = aya::programs::tc::qdisc_add_clsact(device);
+                let id = program.attach(device, direction).map_err(failed)?;
+                let link: FdLink = program
+                    .take_link(id)
+                    .map_err(failed)?
+                    .try_into()
+                    .map_err(|source| DatapathError::Link { name, source })?;
+                pin_link(link, &links.join(format!("{name}-{device}")))?;
+            }
         }
         // Programs of an earlier build are detached now; their maps go.
         remove_other_versions(&options.pin_dir);
         let mut datapath = Datapath {
             ebpf,
+            _tc: tc,
             map_entries: options.map_entries,
             backends: BackendIds::default(),
             frontends: HashMap::new(),
@@ -424,6 +457,17 @@ impl Datapath {
         };
         ignore_missing(result).map_err(|e| map_error(map, entries, e))
     }
+}
+
+/// Pins `link` at `pin`, replacing the previous agent's: unpinning that
+/// one detaches it, and ours is attached already, so there is no gap.
+fn pin_link(link: FdLink, pin: &Path) -> Result<(), DatapathError> {
+    let _ = std::fs::remove_file(pin);
+    link.pin(pin).map_err(|source| DatapathError::Pin {
+        path: pin.to_path_buf(),
+        source,
+    })?;
+    Ok(())
 }
 
 fn remove_other_versions(pin_dir: &Path) {

@@ -121,6 +121,45 @@ pub struct Sock6Frontend {
     pub pad: [u8; 2],
 }
 
+/// A flow as connection tracking keys it (TC path).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Ct4Key {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Ct6Key {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Ct4Value {
+    pub address: [u8; 4],
+    pub port: [u8; 2],
+    pub pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Ct6Value {
+    pub address: [u8; 16],
+    pub port: [u8; 2],
+    pub pad: [u8; 2],
+}
+
 // SAFETY: plain old data: repr(C), every bit pattern valid, padding explicit.
 unsafe impl aya::Pod for Lb4Key {}
 unsafe impl aya::Pod for Lb6Key {}
@@ -128,6 +167,10 @@ unsafe impl aya::Pod for LbSlot {}
 unsafe impl aya::Pod for Lb4AffinityKey {}
 unsafe impl aya::Pod for Lb6AffinityKey {}
 unsafe impl aya::Pod for LbAffinity {}
+unsafe impl aya::Pod for Ct4Key {}
+unsafe impl aya::Pod for Ct6Key {}
+unsafe impl aya::Pod for Ct4Value {}
+unsafe impl aya::Pod for Ct6Value {}
 unsafe impl aya::Pod for Lb4Backend {}
 unsafe impl aya::Pod for Lb6Backend {}
 unsafe impl aya::Pod for Sock4Key {}
@@ -223,6 +266,24 @@ mod tests {
             ("sock6_frontend size", size_of::<Sock6Frontend>()),
             ("sock6_frontend.address", offset_of!(Sock6Frontend, address)),
             ("sock6_frontend.port", offset_of!(Sock6Frontend, port)),
+            ("ct4_key size", size_of::<Ct4Key>()),
+            ("ct4_key.saddr", offset_of!(Ct4Key, saddr)),
+            ("ct4_key.daddr", offset_of!(Ct4Key, daddr)),
+            ("ct4_key.sport", offset_of!(Ct4Key, sport)),
+            ("ct4_key.dport", offset_of!(Ct4Key, dport)),
+            ("ct4_key.proto", offset_of!(Ct4Key, proto)),
+            ("ct6_key size", size_of::<Ct6Key>()),
+            ("ct6_key.saddr", offset_of!(Ct6Key, saddr)),
+            ("ct6_key.daddr", offset_of!(Ct6Key, daddr)),
+            ("ct6_key.sport", offset_of!(Ct6Key, sport)),
+            ("ct6_key.dport", offset_of!(Ct6Key, dport)),
+            ("ct6_key.proto", offset_of!(Ct6Key, proto)),
+            ("ct4_value size", size_of::<Ct4Value>()),
+            ("ct4_value.address", offset_of!(Ct4Value, address)),
+            ("ct4_value.port", offset_of!(Ct4Value, port)),
+            ("ct6_value size", size_of::<Ct6Value>()),
+            ("ct6_value.address", offset_of!(Ct6Value, address)),
+            ("ct6_value.port", offset_of!(Ct6Value, port)),
         ];
         let c: Vec<(String, usize)> = C_LAYOUT
             .lines()

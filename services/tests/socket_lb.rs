@@ -41,6 +41,7 @@ impl Bed {
             pin_dir: self.pins.path().to_path_buf(),
             cgroup: self.cgroup.path().to_path_buf(),
             map_entries: 1024,
+            devices: Vec::new(),
         }
     }
 

@@ -48,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         pin_dir: pins.path().to_path_buf(),
         cgroup: cgroup.path().to_path_buf(),
         map_entries: u32::try_from(args.services * 4 + 64)?,
+        devices: Vec::new(),
     })?;
     let pod: IpAddr = POD.parse()?;
     for i in 0..args.services {

@@ -113,6 +113,7 @@ fn time_netlet(n: usize, per_service: usize, repeats: usize) -> anyhow::Result<N
         pin_dir: pins.path().to_path_buf(),
         cgroup: cgroup.path().to_path_buf(),
         map_entries: entries,
+        devices: Vec::new(),
     })?;
     let services: Vec<Service> = (0..n).map(service).collect();
     let mut pods: Vec<Vec<usize>> = (0..n)

@@ -45,6 +45,7 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), Mo
         pin_dir: c.pin_dir.clone(),
         cgroup: c.cgroup.clone(),
         map_entries: c.map_entries,
+        devices: c.devices.clone(),
     };
     let mut datapath = services::Datapath::load(&options)?;
     tracing::info!(cgroup = %c.cgroup.display(), pins = %c.pin_dir.display(), "Service load balancing attached");

@@ -1,0 +1,287 @@
+/* Packet-level load balancing on the node's external interfaces (TC),
+ * for traffic that never passed a local socket hook: a packet from
+ * outside to a NodePort, externalIP or LoadBalancer IP is pointed at a
+ * backend on the way in, and the backend's replies get the frontend's
+ * address back on the way out. Connection tracking keeps every packet of
+ * a flow on the backend its first packet chose. The client's address is
+ * kept, so backends see who connected. */
+#include <stddef.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include "lb.h"
+#include "maps.h"
+
+#define IP4_OFF ETH_HLEN
+#define IP6_OFF ETH_HLEN
+#define L4_4_OFF (ETH_HLEN + sizeof(struct iphdr))
+#define L4_6_OFF (ETH_HLEN + sizeof(struct ipv6hdr))
+
+/* Source and destination ports, first in both TCP and UDP headers. */
+struct ports {
+	__be16 source;
+	__be16 dest;
+};
+
+static __always_inline int csum_off(__u8 proto, int l4)
+{
+	return l4 + (proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check));
+}
+
+/* A zero UDP checksum means "none" and must stay so. */
+static __always_inline __u64 l4_flags(__u8 proto)
+{
+	return proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+}
+
+/* Rewrites one address and port of an IPv4 packet (destination when
+ * `dest`, else source), fixing the IP and L4 checksums. */
+static __always_inline void rewrite4(struct __sk_buff *skb, __u8 proto, int dest, __be32 old_addr, __be32 addr,
+				     __be16 old_port, __be16 port)
+{
+	int addr_off = IP4_OFF + (dest ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr));
+	int port_off = L4_4_OFF + (dest ? offsetof(struct ports, dest) : offsetof(struct ports, source));
+	int l4 = csum_off(proto, L4_4_OFF);
+
+	bpf_l4_csum_replace(skb, l4, old_addr, addr, l4_flags(proto) | BPF_F_PSEUDO_HDR | sizeof(addr));
+	bpf_l4_csum_replace(skb, l4, old_port, port, l4_flags(proto) | sizeof(port));
+	bpf_l3_csum_replace(skb, IP4_OFF + offsetof(struct iphdr, check), old_addr, addr, sizeof(addr));
+	bpf_skb_store_bytes(skb, addr_off, &addr, sizeof(addr), 0);
+	bpf_skb_store_bytes(skb, port_off, &port, sizeof(port), 0);
+}
+
+/* The same for IPv6, which has no IP checksum. */
+static __always_inline void rewrite6(struct __sk_buff *skb, __u8 proto, int dest, const __u8 *old_addr,
+				     const __u8 *addr, __be16 old_port, __be16 port)
+{
+	int addr_off = IP6_OFF + (dest ? offsetof(struct ipv6hdr, daddr) : offsetof(struct ipv6hdr, saddr));
+	int port_off = L4_6_OFF + (dest ? offsetof(struct ports, dest) : offsetof(struct ports, source));
+	int l4 = csum_off(proto, L4_6_OFF);
+	__s64 diff = bpf_csum_diff((__be32 *)old_addr, 16, (__be32 *)addr, 16, 0);
+
+	bpf_l4_csum_replace(skb, l4, 0, diff, l4_flags(proto) | BPF_F_PSEUDO_HDR);
+	bpf_l4_csum_replace(skb, l4, old_port, port, l4_flags(proto) | sizeof(port));
+	bpf_skb_store_bytes(skb, addr_off, addr, 16, 0);
+	bpf_skb_store_bytes(skb, port_off, &port, sizeof(port), 0);
+}
+
+/* Reads the IPv4 flow of the packet into `key`; 0 when it is not plain
+ * (unfragmented, no options) TCP or UDP. */
+static __always_inline int flow4(struct __sk_buff *skb, struct ct4_key *key)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + IP4_OFF;
+	struct ports *p = data + L4_4_OFF;
+
+	if ((void *)(p + 1) > end || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
+		return 0;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return 0;
+	__builtin_memset(key, 0, sizeof(*key));
+	key->saddr = ip->saddr;
+	key->daddr = ip->daddr;
+	key->sport = p->source;
+	key->dport = p->dest;
+	key->proto = ip->protocol;
+	return 1;
+}
+
+static __always_inline int flow6(struct __sk_buff *skb, struct ct6_key *key)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip = data + IP6_OFF;
+	struct ports *p = data + L4_6_OFF;
+
+	if ((void *)(p + 1) > end)
+		return 0;
+	if (ip->nexthdr != IPPROTO_TCP && ip->nexthdr != IPPROTO_UDP)
+		return 0;
+	__builtin_memset(key, 0, sizeof(*key));
+	__builtin_memcpy(key->saddr, &ip->saddr, 16);
+	__builtin_memcpy(key->daddr, &ip->daddr, 16);
+	key->sport = p->source;
+	key->dport = p->dest;
+	key->proto = ip->nexthdr;
+	return 1;
+}
+
+static __always_inline int ether_type(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > (void *)(long)skb->data_end)
+		return 0;
+	return bpf_ntohs(eth->h_proto);
+}
+
+/* A new flow to a frontend: picks its backend and records both
+ * directions. 0: not a frontend; -1: a frontend without backends. */
+static __always_inline int track4(const struct ct4_key *key, struct ct4_value *to)
+{
+	struct lb4_key svc_key;
+	struct lb_slot *svc, *slot;
+	struct lb4_backend *be;
+	struct ct4_key rev;
+	struct ct4_value front;
+
+	__builtin_memset(&svc_key, 0, sizeof(svc_key));
+	svc_key.address = key->daddr;
+	svc_key.port = key->dport;
+	svc_key.proto = key->proto;
+	svc = bpf_map_lookup_elem(&nl_lb4_svc, &svc_key);
+	if (!svc)
+		return 0;
+	if (svc->count == 0)
+		return -1;
+	svc_key.slot = bpf_get_prandom_u32() % svc->count + 1;
+	slot = bpf_map_lookup_elem(&nl_lb4_svc, &svc_key);
+	if (!slot)
+		return -1;
+	be = bpf_map_lookup_elem(&nl_lb4_be, &slot->backend_id);
+	if (!be)
+		return -1;
+	__builtin_memset(to, 0, sizeof(*to));
+	to->address = be->address;
+	to->port = be->port;
+	bpf_map_update_elem(&nl_ct4_fwd, key, to, BPF_ANY);
+
+	__builtin_memset(&rev, 0, sizeof(rev));
+	rev.saddr = be->address;
+	rev.sport = be->port;
+	rev.daddr = key->saddr;
+	rev.dport = key->sport;
+	rev.proto = key->proto;
+	__builtin_memset(&front, 0, sizeof(front));
+	front.address = key->daddr;
+	front.port = key->dport;
+	bpf_map_update_elem(&nl_ct4_rev, &rev, &front, BPF_ANY);
+	return 1;
+}
+
+static __always_inline int track6(const struct ct6_key *key, struct ct6_value *to)
+{
+	struct lb6_key svc_key;
+	struct lb_slot *svc, *slot;
+	struct lb6_backend *be;
+	struct ct6_key rev;
+	struct ct6_value front;
+
+	__builtin_memset(&svc_key, 0, sizeof(svc_key));
+	__builtin_memcpy(svc_key.address, key->daddr, 16);
+	svc_key.port = key->dport;
+	svc_key.proto = key->proto;
+	svc = bpf_map_lookup_elem(&nl_lb6_svc, &svc_key);
+	if (!svc)
+		return 0;
+	if (svc->count == 0)
+		return -1;
+	svc_key.slot = bpf_get_prandom_u32() % svc->count + 1;
+	slot = bpf_map_lookup_elem(&nl_lb6_svc, &svc_key);
+	if (!slot)
+		return -1;
+	be = bpf_map_lookup_elem(&nl_lb6_be, &slot->backend_id);
+	if (!be)
+		return -1;
+	__builtin_memset(to, 0, sizeof(*to));
+	__builtin_memcpy(to->address, be->address, 16);
+	to->port = be->port;
+	bpf_map_update_elem(&nl_ct6_fwd, key, to, BPF_ANY);
+
+	__builtin_memset(&rev, 0, sizeof(rev));
+	__builtin_memcpy(rev.saddr, be->address, 16);
+	rev.sport = be->port;
+	__builtin_memcpy(rev.daddr, key->saddr, 16);
+	rev.dport = key->sport;
+	rev.proto = key->proto;
+	__builtin_memset(&front, 0, sizeof(front));
+	__builtin_memcpy(front.address, key->daddr, 16);
+	front.port = key->dport;
+	bpf_map_update_elem(&nl_ct6_rev, &rev, &front, BPF_ANY);
+	return 1;
+}
+
+/* In from outside: to a frontend, it goes to the flow's backend instead. */
+SEC("classifier")
+int netlet_external_in(struct __sk_buff *skb)
+{
+	int type = ether_type(skb);
+
+	if (type == ETH_P_IP) {
+		struct ct4_key key;
+		struct ct4_value to, *known;
+
+		if (!flow4(skb, &key))
+			return TC_ACT_OK;
+		known = bpf_map_lookup_elem(&nl_ct4_fwd, &key);
+		if (known) {
+			to = *known;
+		} else {
+			int tracked = track4(&key, &to);
+			if (tracked == 0)
+				return TC_ACT_OK;
+			if (tracked < 0)
+				return TC_ACT_SHOT;
+		}
+		rewrite4(skb, key.proto, 1, key.daddr, to.address, key.dport, to.port);
+	} else if (type == ETH_P_IPV6) {
+		struct ct6_key key;
+		struct ct6_value to, *known;
+
+		if (!flow6(skb, &key))
+			return TC_ACT_OK;
+		known = bpf_map_lookup_elem(&nl_ct6_fwd, &key);
+		if (known) {
+			to = *known;
+		} else {
+			int tracked = track6(&key, &to);
+			if (tracked == 0)
+				return TC_ACT_OK;
+			if (tracked < 0)
+				return TC_ACT_SHOT;
+		}
+		rewrite6(skb, key.proto, 1, key.daddr, to.address, key.dport, to.port);
+	}
+	return TC_ACT_OK;
+}
+
+/* Out to outside: a backend's reply seems to come from the frontend. */
+SEC("classifier")
+int netlet_external_out(struct __sk_buff *skb)
+{
+	int type = ether_type(skb);
+
+	if (type == ETH_P_IP) {
+		struct ct4_key key;
+		struct ct4_value *front;
+
+		if (!flow4(skb, &key))
+			return TC_ACT_OK;
+		front = bpf_map_lookup_elem(&nl_ct4_rev, &key);
+		if (front)
+			rewrite4(skb, key.proto, 0, key.saddr, front->address, key.sport, front->port);
+	} else if (type == ETH_P_IPV6) {
+		struct ct6_key key;
+		struct ct6_value *front;
+
+		if (!flow6(skb, &key))
+			return TC_ACT_OK;
+		front = bpf_map_lookup_elem(&nl_ct6_rev, &key);
+		if (front) {
+			struct ct6_value f = *front;
+			rewrite6(skb, key.proto, 0, key.saddr, f.address, key.sport, f.port);
+		}
+	}
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

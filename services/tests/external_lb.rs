@@ -1,0 +1,130 @@
+//! Packet-level Service translation for traffic from outside the node: a
+//! client in an "outside" namespace, wired to the node's external
+//! interface, reaches a NodePort on the node's address over TCP and UDP in
+//! both families; the backend sees the client's own address; the replies
+//! come from the frontend; a frontend without backends drops.
+
+use std::net::IpAddr;
+use std::process::{Child, Stdio};
+
+use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, Protocol};
+use testbed::{Cgroup, Netns};
+
+fn plan(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16)]) -> FrontendPlan {
+    FrontendPlan {
+        frontend: Frontend {
+            address: address.parse().unwrap(),
+            port,
+            protocol,
+        },
+        backends: backends
+            .iter()
+            .map(|(a, p)| Backend {
+                address: a.parse::<IpAddr>().unwrap(),
+                port: *p,
+            })
+            .collect(),
+        affinity_timeout: 0,
+    }
+}
+
+fn ok(ns: &Netns, argv: &[&str]) {
+    let out = ns.exec(argv);
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn outside_clients_reach_node_ports() {
+    if !testbed::require_privileges("outside_clients_reach_node_ports") {
+        return;
+    }
+    let node = Netns::new("xnd").unwrap();
+    let outside = Netns::new("xout").unwrap();
+    let _wire = testbed::veth(Some(&node), "ext0", Some(&outside), "out0").unwrap();
+    ok(&node, &["ip", "addr", "add", "192.0.2.1/24", "dev", "ext0"]);
+    ok(&node, &["ip", "addr", "add", "fd00:beef::1/64", "dev", "ext0", "nodad"]);
+    ok(&node, &["ip", "link", "set", "ext0", "up"]);
+    ok(&outside, &["ip", "addr", "add", "192.0.2.100/24", "dev", "out0"]);
+    ok(
+        &outside,
+        &["ip", "addr", "add", "fd00:beef::100/64", "dev", "out0", "nodad"],
+    );
+    ok(&outside, &["ip", "link", "set", "out0", "up"]);
+    // The backend: a server on the node at an address outside never sees.
+    ok(&node, &["ip", "addr", "add", "10.250.0.2/32", "dev", "lo"]);
+    ok(&node, &["ip", "addr", "add", "fd00:250::2/128", "dev", "lo", "nodad"]);
+    let mut servers: Vec<Child> = [
+        // Answers with the address the connection came from.
+        (
+            "TCP4-LISTEN:8080,bind=10.250.0.2,reuseaddr,fork",
+            "SYSTEM:echo from $SOCAT_PEERADDR",
+        ),
+        (
+            "TCP6-LISTEN:8080,bind=[fd00:250::2],reuseaddr,fork",
+            "SYSTEM:echo from $SOCAT_PEERADDR",
+        ),
+        ("UDP4-RECVFROM:5353,bind=10.250.0.2,fork", "SYSTEM:echo udp"),
+    ]
+    .iter()
+    .map(|(listen, reply)| {
+        node.command("socat")
+            .args([*listen, *reply])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    })
+    .collect();
+
+    let cgroup = Cgroup::new("xlb").unwrap();
+    let pins = testbed::PinDir::new("xlb");
+    let options = DatapathOptions {
+        pin_dir: pins.path().to_path_buf(),
+        cgroup: cgroup.path().to_path_buf(),
+        map_entries: 1024,
+        devices: vec!["ext0".into()],
+    };
+    // Interfaces are named in the namespace of the thread that attaches.
+    let mut dp = node.run(|| Datapath::load(&options)).unwrap();
+    dp.apply(&plan("192.0.2.1", 30080, Protocol::Tcp, &[("10.250.0.2", 8080)]))
+        .unwrap();
+    dp.apply(&plan("fd00:beef::1", 30080, Protocol::Tcp, &[("fd00:250::2", 8080)]))
+        .unwrap();
+    dp.apply(&plan("192.0.2.1", 30053, Protocol::Udp, &[("10.250.0.2", 5353)]))
+        .unwrap();
+    dp.apply(&plan("192.0.2.1", 30099, Protocol::Tcp, &[])).unwrap();
+
+    let ask = |target: &str, done: &dyn Fn(&str) -> bool| {
+        testbed::exchange(
+            || {
+                let mut cmd = outside.command("socat");
+                cmd.args(["-T", "1", "-", target]);
+                cmd
+            },
+            done,
+        )
+    };
+    // The backend names the address it saw: the client's own.
+    let peer = |t: &str| -> Option<IpAddr> { t.trim().strip_prefix("from ")?.trim_matches(['[', ']']).parse().ok() };
+    let got = ask("TCP4:192.0.2.1:30080", &|t| t.contains("from"));
+    assert_eq!(peer(&got), "192.0.2.100".parse().ok(), "{got}");
+    let got = ask("TCP6:[fd00:beef::1]:30080", &|t| t.contains("from"));
+    assert_eq!(peer(&got), "fd00:beef::100".parse().ok(), "{got}");
+    // socat takes datagrams only from where it sent: the reply comes back
+    // from the NodePort, not from the backend.
+    let got = ask("UDP4-SENDTO:192.0.2.1:30053", &|t| t.contains("udp"));
+    assert_eq!(got.trim(), "udp");
+    // No backends: dropped, so the client times out (no answer, no reset).
+    let got = ask("TCP4:192.0.2.1:30099,connect-timeout=1", &|_| true);
+    assert!(!got.contains("from") && !got.contains("refused"), "{got}");
+
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    drop(dp);
+}
