@@ -210,8 +210,9 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
             ))
             .unwrap()
             .body;
-        // web: 3 ports at its ClusterIP and at the NodePort on the node's address.
-        assert!(page.contains("netlet_services_frontends{family=\"IPv4\"} 6"), "{page}");
+        // web: 3 ports at its ClusterIP, and at the NodePort on the node's
+        // address for sockets on the node and for packets from outside.
+        assert!(page.contains("netlet_services_frontends{family=\"IPv4\"} 9"), "{page}");
         assert!(page.contains("netlet_services_map_full_total 0"), "{page}");
 
         // An agent restart: a connection made through the ClusterIP before

@@ -3,7 +3,7 @@
  * for field by a #[repr(C)] type in services/src/maps.rs; a test compares
  * sizes and offsets (bpf/layout.c prints them for this header).
  *
- * A Service frontend (address, port, protocol) has slot 0, which holds the
+ * A Service frontend (address, port, protocol, scope) has slot 0, which holds the
  * number of usable backends; slots 1..count hold one backend id each.
  * Backends live in their own map, shared by every frontend that uses them.
  * Addresses and ports are in network byte order. */
@@ -12,11 +12,17 @@
 
 #include <linux/types.h>
 
+/* Who a frontend entry serves: sockets on the node (pods and the node's
+ * own processes), or packets from outside (TC), which
+ * externalTrafficPolicy: Local limits to this node's endpoints. */
+#define LB_SCOPE_INTERNAL 0
+#define LB_SCOPE_EXTERNAL 1
+
 struct lb4_key {
 	__be32 address;
 	__be16 port;
 	__u8 proto;
-	__u8 pad0;
+	__u8 scope;
 	__u16 slot;
 	__u8 pad1[2];
 };
@@ -25,7 +31,7 @@ struct lb6_key {
 	__u8 address[16];
 	__be16 port;
 	__u8 proto;
-	__u8 pad0;
+	__u8 scope;
 	__u16 slot;
 	__u8 pad1[2];
 };

@@ -138,6 +138,7 @@ static __always_inline int track4(const struct ct4_key *key, struct ct4_value *t
 	svc_key.address = key->daddr;
 	svc_key.port = key->dport;
 	svc_key.proto = key->proto;
+	svc_key.scope = LB_SCOPE_EXTERNAL;
 	svc = bpf_map_lookup_elem(&nl_lb4_svc, &svc_key);
 	if (!svc)
 		return 0;
@@ -180,6 +181,7 @@ static __always_inline int track6(const struct ct6_key *key, struct ct6_value *t
 	__builtin_memcpy(svc_key.address, key->daddr, 16);
 	svc_key.port = key->dport;
 	svc_key.proto = key->proto;
+	svc_key.scope = LB_SCOPE_EXTERNAL;
 	svc = bpf_map_lookup_elem(&nl_lb6_svc, &svc_key);
 	if (!svc)
 		return 0;

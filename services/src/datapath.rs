@@ -15,8 +15,10 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 
-use crate::maps::{Lb4Backend, Lb4Key, Lb6Backend, Lb6Key, LbSlot, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
-use crate::plan::{Backend, Frontend, FrontendPlan, Protocol};
+use crate::maps::{
+    Lb4Backend, Lb4Key, Lb6Backend, Lb6Key, LbSlot, PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL,
+};
+use crate::plan::{Backend, Frontend, FrontendPlan, Protocol, Scope};
 
 /// bpf/sock.c and bpf/tc_external.c, compiled by build.rs.
 static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.o"));
@@ -330,13 +332,13 @@ impl Datapath {
         let mut slots: HashMap<Frontend, Vec<(u16, LbSlot)>> = HashMap::new();
         let v4: BpfHashMap<&MapData, Lb4Key, LbSlot> = self.typed(SERVICE_MAPS[0])?;
         for (k, s) in v4.iter().filter_map(Result::ok) {
-            if let Some(f) = frontend_of(IpAddr::from(k.address), k.port, k.proto) {
+            if let Some(f) = frontend_of(IpAddr::from(k.address), k.port, k.proto, k.scope) {
                 slots.entry(f).or_default().push((k.slot, s));
             }
         }
         let v6: BpfHashMap<&MapData, Lb6Key, LbSlot> = self.typed(SERVICE_MAPS[1])?;
         for (k, s) in v6.iter().filter_map(Result::ok) {
-            if let Some(f) = frontend_of(IpAddr::from(k.address), k.port, k.proto) {
+            if let Some(f) = frontend_of(IpAddr::from(k.address), k.port, k.proto, k.scope) {
                 slots.entry(f).or_default().push((k.slot, s));
             }
         }
@@ -389,13 +391,13 @@ impl Datapath {
             IpAddr::V4(a) => {
                 let map = SERVICE_MAPS[0];
                 let mut m = self.typed_mut::<Lb4Key, LbSlot>(map)?;
-                m.insert(Lb4Key::new(a, f.port, proto, slot), value, 0)
+                m.insert(Lb4Key::new(a, f.port, proto, f.scope.number(), slot), value, 0)
                     .map_err(|e| map_error(map, entries, e))
             }
             IpAddr::V6(a) => {
                 let map = SERVICE_MAPS[1];
                 let mut m = self.typed_mut::<Lb6Key, LbSlot>(map)?;
-                m.insert(Lb6Key::new(a, f.port, proto, slot), value, 0)
+                m.insert(Lb6Key::new(a, f.port, proto, f.scope.number(), slot), value, 0)
                     .map_err(|e| map_error(map, entries, e))
             }
         }
@@ -405,12 +407,20 @@ impl Datapath {
         let proto = f.protocol.number();
         let entries = self.map_entries;
         let result = match f.address {
-            IpAddr::V4(a) => self
-                .typed_mut::<Lb4Key, LbSlot>(SERVICE_MAPS[0])?
-                .remove(&Lb4Key::new(a, f.port, proto, slot)),
-            IpAddr::V6(a) => self
-                .typed_mut::<Lb6Key, LbSlot>(SERVICE_MAPS[1])?
-                .remove(&Lb6Key::new(a, f.port, proto, slot)),
+            IpAddr::V4(a) => self.typed_mut::<Lb4Key, LbSlot>(SERVICE_MAPS[0])?.remove(&Lb4Key::new(
+                a,
+                f.port,
+                proto,
+                f.scope.number(),
+                slot,
+            )),
+            IpAddr::V6(a) => self.typed_mut::<Lb6Key, LbSlot>(SERVICE_MAPS[1])?.remove(&Lb6Key::new(
+                a,
+                f.port,
+                proto,
+                f.scope.number(),
+                slot,
+            )),
         };
         ignore_missing(result).map_err(|e| map_error(SERVICE_MAPS[0], entries, e))
     }
@@ -495,17 +505,23 @@ fn backend_of(address: IpAddr, port: [u8; 2]) -> Backend {
     }
 }
 
-fn frontend_of(address: IpAddr, port: [u8; 2], proto: u8) -> Option<Frontend> {
+fn frontend_of(address: IpAddr, port: [u8; 2], proto: u8, scope: u8) -> Option<Frontend> {
     let protocol = match proto {
         PROTO_TCP => Protocol::Tcp,
         PROTO_UDP => Protocol::Udp,
         PROTO_SCTP => Protocol::Sctp,
         _ => return None,
     };
+    let scope = match scope {
+        SCOPE_INTERNAL => Scope::Internal,
+        SCOPE_EXTERNAL => Scope::External,
+        _ => return None,
+    };
     Some(Frontend {
         address,
         port: u16::from_be_bytes(port),
         protocol,
+        scope,
     })
 }
 

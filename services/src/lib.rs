@@ -8,4 +8,4 @@ pub mod maps;
 pub mod plan;
 
 pub use datapath::{Datapath, DatapathError, DatapathOptions};
-pub use plan::{plan, Backend, Frontend, FrontendPlan, NodeView, Protocol};
+pub use plan::{plan, Backend, Frontend, FrontendPlan, NodeView, Protocol, Scope};

@@ -9,6 +9,11 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_SCTP: u8 = 132;
 
+/// Frontend scopes (`LB_SCOPE_*` in lb.h): entries for sockets on the node,
+/// and entries for packets from outside.
+pub const SCOPE_INTERNAL: u8 = 0;
+pub const SCOPE_EXTERNAL: u8 = 1;
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Lb4Key {
@@ -16,7 +21,8 @@ pub struct Lb4Key {
     pub address: [u8; 4],
     pub port: [u8; 2],
     pub proto: u8,
-    pub pad0: u8,
+    /// `SCOPE_INTERNAL` or `SCOPE_EXTERNAL`.
+    pub scope: u8,
     pub slot: u16,
     pub pad1: [u8; 2],
 }
@@ -27,7 +33,8 @@ pub struct Lb6Key {
     pub address: [u8; 16],
     pub port: [u8; 2],
     pub proto: u8,
-    pub pad0: u8,
+    /// `SCOPE_INTERNAL` or `SCOPE_EXTERNAL`.
+    pub scope: u8,
     pub slot: u16,
     pub pad1: [u8; 2],
 }
@@ -179,11 +186,12 @@ unsafe impl aya::Pod for Sock6Key {}
 unsafe impl aya::Pod for Sock6Frontend {}
 
 impl Lb4Key {
-    pub fn new(address: Ipv4Addr, port: u16, proto: u8, slot: u16) -> Lb4Key {
+    pub fn new(address: Ipv4Addr, port: u16, proto: u8, scope: u8, slot: u16) -> Lb4Key {
         Lb4Key {
             address: address.octets(),
             port: port.to_be_bytes(),
             proto,
+            scope,
             slot,
             ..Default::default()
         }
@@ -191,11 +199,12 @@ impl Lb4Key {
 }
 
 impl Lb6Key {
-    pub fn new(address: Ipv6Addr, port: u16, proto: u8, slot: u16) -> Lb6Key {
+    pub fn new(address: Ipv6Addr, port: u16, proto: u8, scope: u8, slot: u16) -> Lb6Key {
         Lb6Key {
             address: address.octets(),
             port: port.to_be_bytes(),
             proto,
+            scope,
             slot,
             ..Default::default()
         }
@@ -217,11 +226,13 @@ mod tests {
             ("lb4_key.address", offset_of!(Lb4Key, address)),
             ("lb4_key.port", offset_of!(Lb4Key, port)),
             ("lb4_key.proto", offset_of!(Lb4Key, proto)),
+            ("lb4_key.scope", offset_of!(Lb4Key, scope)),
             ("lb4_key.slot", offset_of!(Lb4Key, slot)),
             ("lb6_key size", size_of::<Lb6Key>()),
             ("lb6_key.address", offset_of!(Lb6Key, address)),
             ("lb6_key.port", offset_of!(Lb6Key, port)),
             ("lb6_key.proto", offset_of!(Lb6Key, proto)),
+            ("lb6_key.scope", offset_of!(Lb6Key, scope)),
             ("lb6_key.slot", offset_of!(Lb6Key, slot)),
             ("lb_slot size", size_of::<LbSlot>()),
             ("lb_slot.backend_id", offset_of!(LbSlot, backend_id)),
@@ -300,7 +311,7 @@ mod tests {
 
     #[test]
     fn keys_hold_addresses_and_ports_in_network_order() {
-        let k = Lb4Key::new(Ipv4Addr::new(10, 43, 0, 1), 443, PROTO_TCP, 0);
+        let k = Lb4Key::new(Ipv4Addr::new(10, 43, 0, 1), 443, PROTO_TCP, SCOPE_INTERNAL, 0);
         assert_eq!(k.address, [10, 43, 0, 1]);
         assert_eq!(k.port, [1, 187]);
     }

@@ -36,11 +36,32 @@ impl Protocol {
     }
 }
 
+/// Who a frontend entry serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Sockets on the node: pods and the node's own processes.
+    Internal,
+    /// Packets from outside the node (NodePorts, externalIPs and
+    /// LoadBalancer IPs), subject to `externalTrafficPolicy`.
+    External,
+}
+
+impl Scope {
+    /// The number lb.h gives it.
+    pub fn number(self) -> u8 {
+        match self {
+            Scope::Internal => crate::maps::SCOPE_INTERNAL,
+            Scope::External => crate::maps::SCOPE_EXTERNAL,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Frontend {
     pub address: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
+    pub scope: Scope,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -111,8 +132,10 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice], node: NodeView) -> Vec
         .copied()
         .filter(|a| cluster_ips.iter().any(|c| c.is_ipv4() == a.is_ipv4()))
         .collect();
-    // internalTrafficPolicy: Local keeps ClusterIP traffic on this node.
+    // internalTrafficPolicy: Local keeps ClusterIP traffic on this node;
+    // externalTrafficPolicy: Local does the same for traffic from outside.
     let local_only = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let affinity_timeout = match spec.session_affinity.as_deref() {
         Some("ClientIP") => spec
             .session_affinity_config
@@ -137,16 +160,36 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice], node: NodeView) -> Vec
             .and_then(|n| u16::try_from(n).ok())
             .map(|n| node_addresses.iter().map(move |&a| (a, n)));
         for (address, number) in at_service.into_iter().flatten().chain(at_node.into_iter().flatten()) {
-            let only_on = (local_only && cluster_ips.contains(&address)).then_some(node.name);
+            let cluster_ip = cluster_ips.contains(&address);
+            let only_on = (local_only && cluster_ip).then_some(node.name);
+            let frontend = Frontend {
+                address,
+                port: number,
+                protocol,
+                scope: Scope::Internal,
+            };
             plans.push(FrontendPlan {
-                frontend: Frontend {
-                    address,
-                    port: number,
-                    protocol,
-                },
+                frontend,
                 backends: backends(port, protocol, address.is_ipv4(), slices, only_on),
                 affinity_timeout,
             });
+            // Everything but a ClusterIP can be reached from outside too.
+            if !cluster_ip {
+                plans.push(FrontendPlan {
+                    frontend: Frontend {
+                        scope: Scope::External,
+                        ..frontend
+                    },
+                    backends: backends(
+                        port,
+                        protocol,
+                        address.is_ipv4(),
+                        slices,
+                        external_local.then_some(node.name),
+                    ),
+                    affinity_timeout,
+                });
+            }
         }
     }
     plans
@@ -295,9 +338,19 @@ mod tests {
         svc.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.4"}]}})).unwrap();
         let addrs: Vec<String> = plan(&svc, &[], NODE)
             .iter()
-            .map(|p| p.frontend.address.to_string())
+            .map(|p| format!("{} {:?}", p.frontend.address, p.frontend.scope))
             .collect();
-        assert_eq!(addrs, ["10.43.0.12", "192.0.2.7", "198.51.100.4"]);
+        assert_eq!(
+            addrs,
+            [
+                "10.43.0.12 Internal",
+                "192.0.2.7 Internal",
+                "192.0.2.7 External",
+                "198.51.100.4 Internal",
+                "198.51.100.4 External"
+            ],
+            "a ClusterIP is never reached from outside; the others are"
+        );
         assert!(plan(
             &service(json!({"clusterIP": "None", "ports": [{"port": 80}]})),
             &[],
@@ -353,24 +406,48 @@ mod tests {
 
     #[test]
     fn node_ports_are_served_on_the_node_addresses_of_the_service_families() {
-        let svc = service(json!({
+        let mut svc = service(json!({
             "type": "NodePort", "clusterIP": "10.43.0.14", "clusterIPs": ["10.43.0.14"],
             "ports": [{"port": 80, "nodePort": 30080}],
         }));
-        let s = slice("IPv4", json!([{"port": 8080}]), json!([{"addresses": ["10.42.0.2"]}]));
+        let s = slice(
+            "IPv4",
+            json!([{"port": 8080}]),
+            json!([{"addresses": ["10.42.0.2"], "nodeName": "n1"}, {"addresses": ["10.42.1.2"], "nodeName": "n2"}]),
+        );
         let addresses: [IpAddr; 2] = ["192.0.2.10".parse().unwrap(), "2001:db8::10".parse().unwrap()];
         let node = NodeView {
             name: "n1",
             addresses: &addresses,
         };
-        let frontends: Vec<String> = plan(&svc, &[&s], node)
-            .iter()
-            .map(|p| format!("{}:{}", p.frontend.address, p.frontend.port))
-            .collect();
+        let describe = |plans: Vec<FrontendPlan>| -> Vec<String> {
+            plans
+                .iter()
+                .map(|p| {
+                    let f = p.frontend;
+                    format!("{}:{} {:?} {}", f.address, f.port, f.scope, p.backends.len())
+                })
+                .collect()
+        };
         assert_eq!(
-            frontends,
-            ["10.43.0.14:80", "192.0.2.10:30080"],
+            describe(plan(&svc, &[&s], node)),
+            [
+                "10.43.0.14:80 Internal 2",
+                "192.0.2.10:30080 Internal 2",
+                "192.0.2.10:30080 External 2"
+            ],
             "no IPv6 NodePort on an IPv4 Service"
+        );
+        // externalTrafficPolicy: Local: traffic from outside only to this
+        // node's endpoints; the node's own traffic still to all.
+        svc.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+        assert_eq!(
+            describe(plan(&svc, &[&s], node)),
+            [
+                "10.43.0.14:80 Internal 2",
+                "192.0.2.10:30080 Internal 2",
+                "192.0.2.10:30080 External 1"
+            ]
         );
     }
 }

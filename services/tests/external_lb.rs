@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::process::{Child, Stdio};
 
-use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, Protocol};
+use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, Protocol, Scope};
 use testbed::{Cgroup, Netns};
 
 fn plan(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16)]) -> FrontendPlan {
@@ -16,6 +16,7 @@ fn plan(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16)]) 
             address: address.parse().unwrap(),
             port,
             protocol,
+            scope: Scope::External,
         },
         backends: backends
             .iter()

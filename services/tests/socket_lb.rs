@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::process::{Child, Stdio};
 
-use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, Protocol};
+use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, Protocol, Scope};
 use testbed::{Cgroup, Netns};
 
 struct Bed {
@@ -91,6 +91,7 @@ fn plan(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16)]) 
             address: address.parse().unwrap(),
             port,
             protocol,
+            scope: Scope::Internal,
         },
         backends: backends
             .iter()

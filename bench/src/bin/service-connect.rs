@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, Protocol};
+use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, Protocol, Scope};
 
 #[derive(Parser)]
 struct Args {
@@ -98,6 +98,7 @@ fn plan(address: IpAddr, port: u16, backends: &[(IpAddr, u16)]) -> FrontendPlan 
             address,
             port,
             protocol: Protocol::Tcp,
+            scope: Scope::Internal,
         },
         backends: backends
             .iter()
