@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
 use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::maps::{
@@ -119,7 +119,7 @@ struct BackendIds {
 pub struct Datapath {
     ebpf: Ebpf,
     /// The TC programs (their maps are the same pinned ones).
-    _tc: Ebpf,
+    tc: Ebpf,
     map_entries: u32,
     backends: BackendIds,
     frontends: HashMap<Frontend, Applied>,
@@ -198,7 +198,7 @@ impl Datapath {
         remove_other_versions(&options.pin_dir);
         let mut datapath = Datapath {
             ebpf,
-            _tc: tc,
+            tc,
             map_entries: options.map_entries,
             backends: BackendIds::default(),
             frontends: HashMap::new(),
@@ -210,6 +210,29 @@ impl Datapath {
     /// Every frontend in the maps, with its backends.
     pub fn frontends(&self) -> impl Iterator<Item = (&Frontend, usize)> {
         self.frontends.iter().map(|(f, a)| (f, a.ids.len()))
+    }
+
+    /// Runs the TC program for traffic from outside (`inbound`) or back to
+    /// it on one packet, as the kernel would (BPF_PROG_TEST_RUN), without
+    /// sending anything: for tests and diagnostics. Returns the program's
+    /// verdict (`TC_ACT_*`) and the packet as it left the program.
+    pub fn run_external(&self, inbound: bool, packet: &[u8]) -> Result<(u32, Vec<u8>), DatapathError> {
+        let name = TC_PROGRAMS[usize::from(!inbound)].0;
+        let program: &SchedClassifier = self
+            .tc
+            .program(name)
+            .expect("every program is in tc_external.o")
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(packet);
+        options.data_out = Some(&mut out);
+        let result = program
+            .test_run(options)
+            .map_err(|source| DatapathError::Program { name, source })?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
     }
 
     /// Distinct backends the frontends send to.
