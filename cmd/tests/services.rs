@@ -103,13 +103,25 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
     let pins = testbed::PinDir::new("svc");
     // Like a real node, this one has an IPv6 address of its own (see
     // netstack/tests/wire.rs for what goes wrong with only link-local ones).
-    for address in ["192.0.2.10/32", "fd00:ffff::1/128"] {
-        assert!(node.exec(&["ip", "addr", "add", address, "dev", "lo"]).status.success());
+    // The node's external interface, and the world beyond it.
+    let outside = Netns::new("svo").unwrap();
+    let _wire = testbed::veth(Some(&node), "ext0", Some(&outside), "out0").unwrap();
+    for (ns, dev, addresses) in [
+        (&node, "ext0", ["192.0.2.10/24", "fd00:ffff::1/64"]),
+        (&outside, "out0", ["192.0.2.100/24", "fd00:ffff::100/64"]),
+    ] {
+        for address in addresses {
+            assert!(ns
+                .exec(&["ip", "addr", "add", address, "dev", dev, "nodad"])
+                .status
+                .success());
+        }
     }
     node.run(|| {
         let bed = Bed::new(&["10.130.0.0/28", "fd00:130::/124"]);
         let agent = bed.agent_with(json!({
-            "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024},
+            "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024,
+                         "devices": ["ext0"]},
         }));
         // The Node's addresses, where NodePorts are served.
         bed.rt.block_on(async {
@@ -201,6 +213,32 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
             }
         }
 
+        // From outside the node, at the NodePorts on its external address.
+        let dns_port = spec
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|p| p.name.as_deref() == Some("dns"))
+            .unwrap()
+            .node_port
+            .unwrap();
+        for target in [
+            format!("TCP4:192.0.2.10:{node_port}"),
+            format!("TCP6:[fd00:ffff::1]:{node_port}"),
+            format!("UDP4-SENDTO:192.0.2.10:{dns_port}"),
+        ] {
+            let got = testbed::exchange(
+                || {
+                    let mut cmd = outside.command("socat");
+                    cmd.args(["-T", "1", "-", &target]);
+                    cmd
+                },
+                pong,
+            );
+            assert!(pong(&got), "{target} from outside: {got}");
+        }
+
         // The metrics count what the maps hold.
         let page = bed
             .rt
@@ -231,7 +269,8 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
         bed.rt.block_on(agent.shutdown());
         assert_eq!(conversation.say("between"), "between", "no agent running");
         let agent = bed.agent_with(json!({
-            "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024},
+            "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024,
+                         "devices": ["ext0"]},
         }));
         assert_eq!(conversation.say("after"), "after");
         let got = ask(&client, &cgroup, &tcp4, pong);
