@@ -40,12 +40,15 @@ struct Conversation {
 }
 
 impl Conversation {
-    fn open(ns: &Netns, cgroup: &Cgroup, target: &str) -> Conversation {
+    /// A connection to `target` from `ns`, in `cgroup` if given.
+    fn open(ns: &Netns, cgroup: Option<&Cgroup>, target: &str) -> Conversation {
         let mut cmd = ns.command("socat");
         // -T: give up after 10 s of silence rather than hang the test.
         cmd.args(["-T", "10", "-", target]);
-        let mut child = cgroup
-            .adopt(&mut cmd)
+        if let Some(cgroup) = cgroup {
+            cgroup.adopt(&mut cmd);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -264,18 +267,43 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut conversation = Conversation::open(&client, &cgroup, &format!("TCP4:{v4}:90,retry=50,interval=0.1"));
-        assert_eq!(conversation.say("before"), "before");
+        // One from a pod through the ClusterIP, one from outside through the
+        // NodePort (its flow tracked in pinned maps by the TC programs,
+        // which stay attached through pinned links).
+        let echo_port = spec
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|p| p.name.as_deref() == Some("echo"))
+            .unwrap()
+            .node_port
+            .unwrap();
+        let mut conversations = [
+            Conversation::open(&client, Some(&cgroup), &format!("TCP4:{v4}:90,retry=50,interval=0.1")),
+            Conversation::open(
+                &outside,
+                None,
+                &format!("TCP4:192.0.2.10:{echo_port},retry=50,interval=0.1"),
+            ),
+        ];
+        for c in &mut conversations {
+            assert_eq!(c.say("before"), "before");
+        }
         bed.rt.block_on(agent.shutdown());
-        assert_eq!(conversation.say("between"), "between", "no agent running");
+        for c in &mut conversations {
+            assert_eq!(c.say("between"), "between", "no agent running");
+        }
         let agent = bed.agent_with(json!({
             "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024,
                          "devices": ["ext0"]},
         }));
-        assert_eq!(conversation.say("after"), "after");
+        for c in &mut conversations {
+            assert_eq!(c.say("after"), "after");
+        }
         let got = ask(&client, &cgroup, &tcp4, pong);
         assert!(pong(&got), "new connections after the restart: {got}");
-        drop(conversation);
+        drop(conversations);
         let _ = echo.kill();
         let _ = echo.wait();
 
