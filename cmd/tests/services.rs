@@ -122,11 +122,9 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
     }
     node.run(|| {
         let bed = Bed::new(&["10.130.0.0/28", "fd00:130::/124"]);
-        let agent = bed.agent_with(json!({
-            "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024,
-                         "devices": ["ext0"]},
-        }));
-        // The Node's addresses, where NodePorts are served.
+        // The Node's addresses: NodePorts are served there, and the
+        // interface holding them (ext0) is where traffic from outside comes
+        // in, which the agent finds by itself.
         bed.rt.block_on(async {
             let status = json!({"status": {"addresses": [
                 {"type": "InternalIP", "address": "192.0.2.10"}, {"type": "InternalIP", "address": "fd00:ffff::1"},
@@ -136,6 +134,10 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
                 .await
                 .unwrap();
         });
+        let settings = json!({
+            "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024},
+        });
+        let agent = bed.agent_with(settings.clone());
         let conf = bed.plugin.conf("1.0.0", json!({}));
         let (server, client) = (Netns::new("svs").unwrap(), Netns::new("svc").unwrap());
         assert!(bed.plugin.exec("ADD", "server", Some(&server.path()), &conf).ok);
@@ -294,10 +296,7 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
         for c in &mut conversations {
             assert_eq!(c.say("between"), "between", "no agent running");
         }
-        let agent = bed.agent_with(json!({
-            "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024,
-                         "devices": ["ext0"]},
-        }));
+        let agent = bed.agent_with(settings.clone());
         for c in &mut conversations {
             assert_eq!(c.say("after"), "after");
         }

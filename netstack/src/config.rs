@@ -63,7 +63,8 @@ pub struct RawServicesConfig {
     /// Entries of each BPF map.
     pub map_entries: Option<u32>,
     /// The node's external interfaces, where traffic from outside to
-    /// NodePorts, externalIPs and LoadBalancer IPs is load-balanced.
+    /// NodePorts, externalIPs and LoadBalancer IPs is load-balanced;
+    /// default: those holding the Node's InternalIP and ExternalIP.
     pub devices: Option<Vec<String>>,
 }
 

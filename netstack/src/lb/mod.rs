@@ -2,6 +2,7 @@
 //! with the Services and EndpointSlices of the shared cache, writing only
 //! what each change touches.
 
+mod devices;
 mod health;
 mod metrics;
 mod sync;
@@ -41,14 +42,27 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), Mo
         _ = ctx.cache.wait_synced() => {}
     }
     let c = &ctx.config.services;
+    let devices = match c.devices.is_empty() {
+        false => c.devices.clone(),
+        true => {
+            let addresses = sync::node_addresses(&ctx.cache);
+            devices::holding(&addresses).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot list this node's interfaces; no load balancing from outside");
+                Vec::new()
+            })
+        }
+    };
     let options = services::DatapathOptions {
         pin_dir: c.pin_dir.clone(),
         cgroup: c.cgroup.clone(),
         map_entries: c.map_entries,
-        devices: c.devices.clone(),
+        devices: devices.clone(),
     };
     let mut datapath = services::Datapath::load(&options)?;
-    tracing::info!(cgroup = %c.cgroup.display(), pins = %c.pin_dir.display(), "Service load balancing attached");
+    tracing::info!(
+        cgroup = %c.cgroup.display(), pins = %c.pin_dir.display(), devices = ?devices,
+        "Service load balancing attached"
+    );
     let mut sync = ServiceSync::default();
     let mut health = health::HealthServers::default();
     // The first look reports both kinds resynced: a full pass, which also

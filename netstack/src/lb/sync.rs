@@ -194,7 +194,7 @@ fn health_check(service: &Service, slices: &[&EndpointSlice], node: &str) -> Opt
 }
 
 /// The InternalIP and ExternalIP addresses of this node's Node, sorted.
-fn node_addresses(cache: &Cache) -> Vec<IpAddr> {
+pub(super) fn node_addresses(cache: &Cache) -> Vec<IpAddr> {
     let node = cache.get::<Node>(None, cache.node_name());
     let mut addresses: Vec<IpAddr> = node
         .iter()
