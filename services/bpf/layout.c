@@ -12,7 +12,12 @@ int main(void)
 {
 	SIZE(lb4_key); FIELD(lb4_key, address); FIELD(lb4_key, port); FIELD(lb4_key, proto); FIELD(lb4_key, scope); FIELD(lb4_key, slot);
 	SIZE(lb6_key); FIELD(lb6_key, address); FIELD(lb6_key, port); FIELD(lb6_key, proto); FIELD(lb6_key, scope); FIELD(lb6_key, slot);
-	SIZE(lb_slot); FIELD(lb_slot, backend_id); FIELD(lb_slot, count); FIELD(lb_slot, affinity_timeout);
+	SIZE(lb_slot); FIELD(lb_slot, backend_id); FIELD(lb_slot, count); FIELD(lb_slot, flags);
+	FIELD(lb_slot, affinity_timeout);
+	SIZE(lb4_source_key); FIELD(lb4_source_key, prefixlen); FIELD(lb4_source_key, frontend);
+	FIELD(lb4_source_key, port); FIELD(lb4_source_key, proto); FIELD(lb4_source_key, source);
+	SIZE(lb6_source_key); FIELD(lb6_source_key, prefixlen); FIELD(lb6_source_key, frontend);
+	FIELD(lb6_source_key, port); FIELD(lb6_source_key, proto); FIELD(lb6_source_key, source);
 	SIZE(lb4_affinity_key); FIELD(lb4_affinity_key, netns_cookie); FIELD(lb4_affinity_key, address);
 	FIELD(lb4_affinity_key, port); FIELD(lb4_affinity_key, proto);
 	SIZE(lb6_affinity_key); FIELD(lb6_affinity_key, netns_cookie); FIELD(lb6_affinity_key, address);

@@ -42,8 +42,34 @@ struct lb6_key {
 struct lb_slot {
 	__u32 backend_id;
 	__u16 count;
-	__u8 pad[2];
+	__u8 flags;
+	__u8 pad;
 	__u32 affinity_timeout;
+};
+
+/* lb_slot.flags of slot 0: only sources in the frontend's ranges
+ * (loadBalancerSourceRanges, in nl_lb4_src / nl_lb6_src) may use it. */
+#define LB_FLAG_SOURCE_RANGES 1
+
+/* A source range of a frontend, as an LPM trie key: the frontend is
+ * matched exactly (its 64 or 160 bits come first) and the source by
+ * prefix, so prefixlen is those bits plus the range's length. */
+struct lb4_source_key {
+	__u32 prefixlen;
+	__be32 frontend;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__be32 source;
+};
+
+struct lb6_source_key {
+	__u32 prefixlen;
+	__u8 frontend[16];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u8 source[16];
 };
 
 struct lb4_backend {

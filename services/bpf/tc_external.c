@@ -144,6 +144,18 @@ static __always_inline int track4(const struct ct4_key *key, struct ct4_value *t
 		return 0;
 	if (svc->count == 0)
 		return -1;
+	if (svc->flags & LB_FLAG_SOURCE_RANGES) {
+		struct lb4_source_key src;
+
+		__builtin_memset(&src, 0, sizeof(src));
+		src.prefixlen = 64 + 32;
+		src.frontend = key->daddr;
+		src.port = key->dport;
+		src.proto = key->proto;
+		src.source = key->saddr;
+		if (!bpf_map_lookup_elem(&nl_lb4_src, &src))
+			return -1;
+	}
 	svc_key.slot = bpf_get_prandom_u32() % svc->count + 1;
 	slot = bpf_map_lookup_elem(&nl_lb4_svc, &svc_key);
 	if (!slot)
@@ -187,6 +199,18 @@ static __always_inline int track6(const struct ct6_key *key, struct ct6_value *t
 		return 0;
 	if (svc->count == 0)
 		return -1;
+	if (svc->flags & LB_FLAG_SOURCE_RANGES) {
+		struct lb6_source_key src;
+
+		__builtin_memset(&src, 0, sizeof(src));
+		src.prefixlen = 160 + 128;
+		__builtin_memcpy(src.frontend, key->daddr, 16);
+		src.port = key->dport;
+		src.proto = key->proto;
+		__builtin_memcpy(src.source, key->saddr, 16);
+		if (!bpf_map_lookup_elem(&nl_lb6_src, &src))
+			return -1;
+	}
 	svc_key.slot = bpf_get_prandom_u32() % svc->count + 1;
 	slot = bpf_map_lookup_elem(&nl_lb6_svc, &svc_key);
 	if (!slot)

@@ -7,16 +7,19 @@
 //! same maps: it reads back what is there before changing anything.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
 use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader};
+use dualstack::Cidr;
 
 use crate::maps::{
-    Lb4Backend, Lb4Key, Lb6Backend, Lb6Key, LbSlot, PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL,
+    Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbSlot, FLAG_SOURCE_RANGES, PROTO_SCTP, PROTO_TCP,
+    PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE4_FRONTEND_BITS, SOURCE6_FRONTEND_BITS,
 };
 use crate::plan::{Backend, Frontend, FrontendPlan, Protocol, Scope};
 
@@ -42,6 +45,7 @@ const SERVICE_MAPS: [&str; 2] = ["nl_lb4_svc", "nl_lb6_svc"];
 const BACKEND_MAPS: [&str; 2] = ["nl_lb4_be", "nl_lb6_be"];
 const SOCKET_MAPS: [&str; 4] = ["nl_sock4_rev", "nl_sock6_rev", "nl_lb4_aff", "nl_lb6_aff"];
 const FLOW_MAPS: [&str; 4] = ["nl_ct4_fwd", "nl_ct4_rev", "nl_ct6_fwd", "nl_ct6_rev"];
+const SOURCE_MAPS: [&str; 2] = ["nl_lb4_src", "nl_lb6_src"];
 /// The TC programs and the direction each is attached in.
 const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("netlet_external_in", TcAttachType::Ingress),
@@ -131,6 +135,8 @@ struct Applied {
     /// Backend ids in slot order (slot n holds entry n-1).
     ids: Vec<u32>,
     affinity_timeout: u32,
+    /// Sorted.
+    source_ranges: Vec<Cidr>,
 }
 
 impl Datapath {
@@ -150,6 +156,7 @@ impl Datapath {
             .chain(&BACKEND_MAPS)
             .chain(&SOCKET_MAPS)
             .chain(&FLOW_MAPS)
+            .chain(&SOURCE_MAPS)
         {
             loader.map_max_entries(map, options.map_entries);
         }
@@ -259,15 +266,25 @@ impl Datapath {
                 }
             }
         }
+        let mut source_ranges = plan.source_ranges.clone();
+        source_ranges.sort();
+        source_ranges.dedup();
         let new = Applied {
             ids: new,
             affinity_timeout: plan.affinity_timeout,
+            source_ranges,
         };
         if old.as_ref() == Some(&new) {
             self.release_all(&new.ids)?;
             return Ok(false);
         }
-        let old = old.unwrap_or_default().ids;
+        let old = old.unwrap_or_default();
+        // Ranges are admitted before the flag that checks them is set, and
+        // withdrawn after the flag reflects the new set.
+        for range in new.source_ranges.iter().filter(|r| !old.source_ranges.contains(r)) {
+            self.write_range(&plan.frontend, range)?;
+        }
+        let (old, old_ranges) = (old.ids, old.source_ranges);
         // New backends first, then the count that lets them be picked, then
         // the slots beyond the new count: a connect in between always finds
         // a backend in whatever slot it picks.
@@ -283,11 +300,19 @@ impl Datapath {
         let head = LbSlot {
             count: u16::try_from(new.ids.len()).unwrap_or(u16::MAX),
             affinity_timeout: new.affinity_timeout,
+            flags: if new.source_ranges.is_empty() {
+                0
+            } else {
+                FLAG_SOURCE_RANGES
+            },
             ..Default::default()
         };
         self.write_slot(&plan.frontend, 0, head)?;
         for i in new.ids.len()..old.len() {
             self.remove_slot(&plan.frontend, slot_of(i))?;
+        }
+        for range in old_ranges.iter().filter(|r| !new.source_ranges.contains(r)) {
+            self.remove_range(&plan.frontend, range)?;
         }
         self.release_all(&old)?;
         self.frontends.insert(plan.frontend, new);
@@ -303,7 +328,58 @@ impl Datapath {
         for i in 0..old.ids.len() {
             self.remove_slot(frontend, slot_of(i))?;
         }
+        for range in &old.source_ranges {
+            self.remove_range(frontend, range)?;
+        }
         self.release_all(&old.ids)
+    }
+
+    fn write_range(&mut self, f: &Frontend, range: &Cidr) -> Result<(), DatapathError> {
+        let entries = self.map_entries;
+        let map = if f.address.is_ipv4() {
+            SOURCE_MAPS[0]
+        } else {
+            SOURCE_MAPS[1]
+        };
+        let result = match (f.address, range) {
+            (IpAddr::V4(a), Cidr::V4(r)) => {
+                self.lpm_mut::<Lb4Source>(map)?
+                    .insert(&source4(a, f, r.addr(), r.prefix_len()), 1, 0)
+            }
+            (IpAddr::V6(a), Cidr::V6(r)) => {
+                self.lpm_mut::<Lb6Source>(map)?
+                    .insert(&source6(a, f, r.addr(), r.prefix_len()), 1, 0)
+            }
+            // The planner gives each frontend ranges of its own family.
+            _ => Ok(()),
+        };
+        result.map_err(|e| map_error(map, entries, e))
+    }
+
+    fn remove_range(&mut self, f: &Frontend, range: &Cidr) -> Result<(), DatapathError> {
+        let entries = self.map_entries;
+        let map = if f.address.is_ipv4() {
+            SOURCE_MAPS[0]
+        } else {
+            SOURCE_MAPS[1]
+        };
+        let result = match (f.address, range) {
+            (IpAddr::V4(a), Cidr::V4(r)) => {
+                self.lpm_mut::<Lb4Source>(map)?
+                    .remove(&source4(a, f, r.addr(), r.prefix_len()))
+            }
+            (IpAddr::V6(a), Cidr::V6(r)) => {
+                self.lpm_mut::<Lb6Source>(map)?
+                    .remove(&source6(a, f, r.addr(), r.prefix_len()))
+            }
+            _ => Ok(()),
+        };
+        ignore_missing(result).map_err(|e| map_error(map, entries, e))
+    }
+
+    fn lpm_mut<K: aya::Pod>(&mut self, map: &'static str) -> Result<LpmTrie<&mut MapData, K, u8>, DatapathError> {
+        let data = self.ebpf.map_mut(map).expect("every map is in sock.o");
+        LpmTrie::try_from(data).map_err(|source| DatapathError::Map { map, source })
     }
 
     fn acquire(&mut self, backend: &Backend) -> Result<u32, DatapathError> {
@@ -382,8 +458,16 @@ impl Datapath {
                 .iter()
                 .find(|(slot, _)| *slot == 0)
                 .map_or(0, |(_, s)| s.affinity_timeout);
-            self.frontends.insert(frontend, Applied { ids, affinity_timeout });
+            self.frontends.insert(
+                frontend,
+                Applied {
+                    ids,
+                    affinity_timeout,
+                    source_ranges: Vec::new(),
+                },
+            );
         }
+        self.read_back_ranges()?;
         self.backends.next = backends.keys().copied().max().unwrap_or(0);
         // Backends no frontend uses are leftovers of an interrupted update.
         for (id, b) in backends {
@@ -392,6 +476,43 @@ impl Datapath {
             }
         }
         Ok(())
+    }
+
+    /// Source ranges back onto their (external) frontends; those of a
+    /// frontend that is gone are leftovers and removed.
+    fn read_back_ranges(&mut self) -> Result<(), DatapathError> {
+        let mut found: Vec<(Frontend, Cidr)> = Vec::new();
+        let v4: LpmTrie<&MapData, Lb4Source, u8> = self.lpm(SOURCE_MAPS[0])?;
+        for key in v4.keys().filter_map(Result::ok) {
+            let d = key.data();
+            let prefix = u8::try_from(key.prefix_len().saturating_sub(SOURCE4_FRONTEND_BITS)).unwrap_or(32);
+            let range = Cidr::new(IpAddr::from(d.source), prefix).ok();
+            let frontend = frontend_of(IpAddr::from(d.frontend), d.port, d.proto, SCOPE_EXTERNAL);
+            found.extend(frontend.zip(range));
+        }
+        let v6: LpmTrie<&MapData, Lb6Source, u8> = self.lpm(SOURCE_MAPS[1])?;
+        for key in v6.keys().filter_map(Result::ok) {
+            let d = key.data();
+            let prefix = u8::try_from(key.prefix_len().saturating_sub(SOURCE6_FRONTEND_BITS)).unwrap_or(128);
+            let range = Cidr::new(IpAddr::from(d.source), prefix).ok();
+            let frontend = frontend_of(IpAddr::from(d.frontend), d.port, d.proto, SCOPE_EXTERNAL);
+            found.extend(frontend.zip(range));
+        }
+        for (frontend, range) in found {
+            match self.frontends.get_mut(&frontend) {
+                Some(applied) => {
+                    applied.source_ranges.push(range);
+                    applied.source_ranges.sort();
+                }
+                None => self.remove_range(&frontend, &range)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn lpm<K: aya::Pod>(&self, map: &'static str) -> Result<LpmTrie<&MapData, K, u8>, DatapathError> {
+        let data = self.ebpf.map(map).expect("every map is in sock.o");
+        LpmTrie::try_from(data).map_err(|source| DatapathError::Map { map, source })
     }
 
     fn typed<K: aya::Pod, V: aya::Pod>(&self, map: &'static str) -> Result<BpfHashMap<&MapData, K, V>, DatapathError> {
@@ -515,6 +636,28 @@ fn remove_other_versions(pin_dir: &Path) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+fn source4(frontend: Ipv4Addr, f: &Frontend, source: Ipv4Addr, prefix: u8) -> Key<Lb4Source> {
+    let data = Lb4Source {
+        frontend: frontend.octets(),
+        port: f.port.to_be_bytes(),
+        proto: f.protocol.number(),
+        pad: 0,
+        source: source.octets(),
+    };
+    Key::new(SOURCE4_FRONTEND_BITS + u32::from(prefix), data)
+}
+
+fn source6(frontend: Ipv6Addr, f: &Frontend, source: Ipv6Addr, prefix: u8) -> Key<Lb6Source> {
+    let data = Lb6Source {
+        frontend: frontend.octets(),
+        port: f.port.to_be_bytes(),
+        proto: f.protocol.number(),
+        pad: 0,
+        source: source.octets(),
+    };
+    Key::new(SOURCE6_FRONTEND_BITS + u32::from(prefix), data)
 }
 
 fn slot_of(index: usize) -> u16 {

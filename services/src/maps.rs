@@ -46,9 +46,40 @@ pub struct Lb6Key {
 pub struct LbSlot {
     pub backend_id: u32,
     pub count: u16,
-    pub pad: [u8; 2],
+    /// `FLAG_SOURCE_RANGES` or 0.
+    pub flags: u8,
+    pub pad: u8,
     pub affinity_timeout: u32,
 }
+
+/// Slot 0 flag: the frontend admits only its source ranges.
+pub const FLAG_SOURCE_RANGES: u8 = 1;
+
+/// A frontend's source range: the data of an `lb4_source_key` (lb.h),
+/// after the prefix length that `aya::maps::lpm_trie::Key` adds.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb4Source {
+    pub frontend: [u8; 4],
+    pub port: [u8; 2],
+    pub proto: u8,
+    pub pad: u8,
+    pub source: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb6Source {
+    pub frontend: [u8; 16],
+    pub port: [u8; 2],
+    pub proto: u8,
+    pub pad: u8,
+    pub source: [u8; 16],
+}
+
+/// Bits of an `Lb4Source` / `Lb6Source` before the source address.
+pub const SOURCE4_FRONTEND_BITS: u32 = 64;
+pub const SOURCE6_FRONTEND_BITS: u32 = 160;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -174,6 +205,8 @@ unsafe impl aya::Pod for LbSlot {}
 unsafe impl aya::Pod for Lb4AffinityKey {}
 unsafe impl aya::Pod for Lb6AffinityKey {}
 unsafe impl aya::Pod for LbAffinity {}
+unsafe impl aya::Pod for Lb4Source {}
+unsafe impl aya::Pod for Lb6Source {}
 unsafe impl aya::Pod for Ct4Key {}
 unsafe impl aya::Pod for Ct6Key {}
 unsafe impl aya::Pod for Ct4Value {}
@@ -214,6 +247,7 @@ impl Lb6Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aya::maps::lpm_trie::Key;
     use std::mem::{offset_of, size_of};
 
     /// What bpf/layout.c printed for lb.h, built by build.rs.
@@ -237,7 +271,21 @@ mod tests {
             ("lb_slot size", size_of::<LbSlot>()),
             ("lb_slot.backend_id", offset_of!(LbSlot, backend_id)),
             ("lb_slot.count", offset_of!(LbSlot, count)),
+            ("lb_slot.flags", offset_of!(LbSlot, flags)),
             ("lb_slot.affinity_timeout", offset_of!(LbSlot, affinity_timeout)),
+            // aya's LPM key is the u32 prefix length, then the data.
+            ("lb4_source_key size", size_of::<Key<Lb4Source>>()),
+            ("lb4_source_key.prefixlen", 0),
+            ("lb4_source_key.frontend", 4 + offset_of!(Lb4Source, frontend)),
+            ("lb4_source_key.port", 4 + offset_of!(Lb4Source, port)),
+            ("lb4_source_key.proto", 4 + offset_of!(Lb4Source, proto)),
+            ("lb4_source_key.source", 4 + offset_of!(Lb4Source, source)),
+            ("lb6_source_key size", size_of::<Key<Lb6Source>>()),
+            ("lb6_source_key.prefixlen", 0),
+            ("lb6_source_key.frontend", 4 + offset_of!(Lb6Source, frontend)),
+            ("lb6_source_key.port", 4 + offset_of!(Lb6Source, port)),
+            ("lb6_source_key.proto", 4 + offset_of!(Lb6Source, proto)),
+            ("lb6_source_key.source", 4 + offset_of!(Lb6Source, source)),
             ("lb4_affinity_key size", size_of::<Lb4AffinityKey>()),
             (
                 "lb4_affinity_key.netns_cookie",
@@ -303,6 +351,9 @@ mod tests {
                 (name.to_string(), n.parse().unwrap())
             })
             .collect();
+        // The LPM prefix counts the frontend's bits before the source's.
+        assert_eq!(SOURCE4_FRONTEND_BITS as usize, offset_of!(Lb4Source, source) * 8);
+        assert_eq!(SOURCE6_FRONTEND_BITS as usize, offset_of!(Lb6Source, source) * 8);
         assert_eq!(c.len(), rust.len(), "every C line has a Rust counterpart: {C_LAYOUT}");
         for ((c_name, c_value), (r_name, r_value)) in c.iter().zip(rust) {
             assert_eq!((c_name.as_str(), *c_value), (r_name, r_value));

@@ -78,6 +78,9 @@ pub struct FrontendPlan {
     /// `sessionAffinity: ClientIP`: seconds a client keeps its backend;
     /// 0 for none.
     pub affinity_timeout: u32,
+    /// `loadBalancerSourceRanges` of the frontend's family, for a
+    /// LoadBalancer IP reached from outside; empty admits every source.
+    pub source_ranges: Vec<dualstack::Cidr>,
 }
 
 /// kube-proxy's default for `sessionAffinityConfig.clientIP.timeoutSeconds`.
@@ -113,16 +116,22 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice], node: NodeView) -> Vec
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref());
+    let load_balancer_ips: BTreeSet<IpAddr> = ingress
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect();
     let service_addresses: BTreeSet<IpAddr> = cluster_ips
         .iter()
         .copied()
         .chain(parsed(spec.external_ips.as_deref().unwrap_or_default()))
-        .chain(
-            ingress
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.as_deref()?.parse().ok()),
-        )
+        .chain(load_balancer_ips.iter().copied())
+        .collect();
+    let source_ranges: Vec<dualstack::Cidr> = spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .filter_map(|r| r.trim().parse().ok())
         .collect();
     // NodePorts are served on this node's addresses of the Service's
     // families (a headless Service has no ClusterIP and no NodePort).
@@ -172,6 +181,7 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice], node: NodeView) -> Vec
                 frontend,
                 backends: backends(port, protocol, address.is_ipv4(), slices, only_on),
                 affinity_timeout,
+                source_ranges: Vec::new(),
             });
             // Everything but a ClusterIP can be reached from outside too.
             if !cluster_ip {
@@ -188,6 +198,15 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice], node: NodeView) -> Vec
                         external_local.then_some(node.name),
                     ),
                     affinity_timeout,
+                    // As kube-proxy: the ranges guard LoadBalancer IPs.
+                    source_ranges: match load_balancer_ips.contains(&address) {
+                        true => source_ranges
+                            .iter()
+                            .filter(|r| r.addr().is_ipv4() == address.is_ipv4())
+                            .copied()
+                            .collect(),
+                        false => Vec::new(),
+                    },
                 });
             }
         }
@@ -448,6 +467,31 @@ mod tests {
                 "192.0.2.10:30080 Internal 2",
                 "192.0.2.10:30080 External 1"
             ]
+        );
+    }
+
+    #[test]
+    fn source_ranges_guard_load_balancer_ips_from_outside() {
+        let mut svc = service(json!({
+            "type": "LoadBalancer", "clusterIP": "10.43.0.15",
+            "loadBalancerSourceRanges": ["192.0.2.0/24", "2001:db8::/32"],
+            "ports": [{"port": 80, "nodePort": 30080}],
+        }));
+        svc.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.80"}]}})).unwrap();
+        let addresses: [IpAddr; 1] = ["198.51.100.1".parse().unwrap()];
+        let node = NodeView {
+            name: "n1",
+            addresses: &addresses,
+        };
+        let guarded: Vec<String> = plan(&svc, &[], node)
+            .iter()
+            .filter(|p| !p.source_ranges.is_empty())
+            .map(|p| format!("{} {:?} {:?}", p.frontend.address, p.frontend.scope, p.source_ranges))
+            .collect();
+        assert_eq!(
+            guarded,
+            ["203.0.113.80 External [192.0.2.0/24]"],
+            "only the LoadBalancer IP from outside, with its family's ranges"
         );
     }
 }

@@ -2,7 +2,8 @@
 //! the loaded program on a packet we build, and we read back the verdict
 //! and the packet): NodePort DNAT on the way in, reverse NAT on the way
 //! out, a frontend without backends dropped, externalTrafficPolicy: Local
-//! with no endpoint on this node dropped, other traffic untouched; every
+//! with no endpoint on this node dropped, loadBalancerSourceRanges
+//! enforced and changed, other traffic untouched; every
 //! rewritten packet has valid IP and L4 checksums.
 
 use std::net::IpAddr;
@@ -130,6 +131,7 @@ fn external(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16
             })
             .collect(),
         affinity_timeout: 0,
+        source_ranges: Vec::new(),
     }
 }
 
@@ -144,13 +146,13 @@ fn tc_programs_on_crafted_packets() {
     }
     let cgroup = testbed::Cgroup::new("tcp").unwrap();
     let pins = testbed::PinDir::new("tcp");
-    let mut dp = Datapath::load(&DatapathOptions {
+    let options = DatapathOptions {
         pin_dir: pins.path().to_path_buf(),
         cgroup: cgroup.path().to_path_buf(),
         map_entries: 1024,
         devices: Vec::new(),
-    })
-    .unwrap();
+    };
+    let mut dp = Datapath::load(&options).unwrap();
     dp.apply(&external("192.0.2.1", 30080, Protocol::Tcp, &[("10.250.0.2", 8080)]))
         .unwrap();
     dp.apply(&external("2001:db8::1", 30080, Protocol::Udp, &[("fd00:250::2", 5353)]))
@@ -208,6 +210,35 @@ fn tc_programs_on_crafted_packets() {
     }
     let local = packet(TCP, ("198.51.100.7", 40002), ("192.0.2.1", 30081));
     assert_eq!(dp.run_external(true, &local).unwrap().0, TC_ACT_SHOT);
+
+    // loadBalancerSourceRanges: only sources in the ranges get through,
+    // and a change of the ranges applies to new flows at once.
+    let mut guarded = external("203.0.113.80", 80, Protocol::Tcp, &[("10.250.0.2", 8080)]);
+    guarded.source_ranges = vec!["192.0.2.0/24".parse().unwrap()];
+    dp.apply(&guarded).unwrap();
+    let from = |client: &str, port: u16| packet(TCP, (client, port), ("203.0.113.80", 80));
+    assert_eq!(dp.run_external(true, &from("192.0.2.77", 41000)).unwrap().0, TC_ACT_OK);
+    assert_eq!(
+        dp.run_external(true, &from("198.51.100.7", 41001)).unwrap().0,
+        TC_ACT_SHOT
+    );
+    guarded.source_ranges = vec!["198.51.100.0/24".parse().unwrap()];
+    dp.apply(&guarded).unwrap();
+    assert_eq!(
+        dp.run_external(true, &from("198.51.100.7", 41002)).unwrap().0,
+        TC_ACT_OK
+    );
+    assert_eq!(
+        dp.run_external(true, &from("192.0.2.77", 41003)).unwrap().0,
+        TC_ACT_SHOT
+    );
+    // A restarted agent reads the ranges back with the rest.
+    drop(dp);
+    let mut dp = Datapath::load(&options).unwrap();
+    assert!(!dp.apply(&guarded).unwrap(), "the ranges in place are recognised");
+    guarded.source_ranges.clear();
+    dp.apply(&guarded).unwrap();
+    assert_eq!(dp.run_external(true, &from("192.0.2.77", 41004)).unwrap().0, TC_ACT_OK);
 
     // Anything else passes as it came.
     let other = packet(TCP, ("198.51.100.7", 40003), ("192.0.2.1", 22));

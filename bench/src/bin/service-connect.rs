@@ -105,6 +105,7 @@ fn plan(address: IpAddr, port: u16, backends: &[(IpAddr, u16)]) -> FrontendPlan 
             .map(|&(address, port)| Backend { address, port })
             .collect(),
         affinity_timeout: 0,
+        source_ranges: Vec::new(),
     }
 }
 
