@@ -50,6 +50,9 @@ struct lb_slot {
 /* lb_slot.flags of slot 0: only sources in the frontend's ranges
  * (loadBalancerSourceRanges, in nl_lb4_src / nl_lb6_src) may use it. */
 #define LB_FLAG_SOURCE_RANGES 1
+/* lb_slot.flags of slot 0: with no backends, drop instead of refusing
+ * (externalTrafficPolicy: Local, no endpoint on this node). */
+#define LB_FLAG_EMPTY_DROPS 2
 
 /* A source range of a frontend, as an LPM trie key: the frontend is
  * matched exactly (its 64 or 160 bits come first) and the source by

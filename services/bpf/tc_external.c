@@ -4,7 +4,8 @@
  * backend on the way in, and the backend's replies get the frontend's
  * address back on the way out. Connection tracking keeps every packet of
  * a flow on the backend its first packet chose. The client's address is
- * kept, so backends see who connected. */
+ * kept, so backends see who connected. A Service without endpoints
+ * refuses a TCP connection with a reset, as a closed port would. */
 #include <stddef.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -124,8 +125,14 @@ static __always_inline int ether_type(struct __sk_buff *skb)
 	return bpf_ntohs(eth->h_proto);
 }
 
+/* What track4/6 found for a new flow. */
+#define NOT_A_FRONTEND 0
+#define TRACKED 1
+#define DROP -1
+#define REFUSE -2
+
 /* A new flow to a frontend: picks its backend and records both
- * directions. 0: not a frontend; -1: a frontend without backends. */
+ * directions; or says to drop or refuse it. */
 static __always_inline int track4(const struct ct4_key *key, struct ct4_value *to)
 {
 	struct lb4_key svc_key;
@@ -143,7 +150,7 @@ static __always_inline int track4(const struct ct4_key *key, struct ct4_value *t
 	if (!svc)
 		return 0;
 	if (svc->count == 0)
-		return -1;
+		return svc->flags & LB_FLAG_EMPTY_DROPS ? DROP : REFUSE;
 	if (svc->flags & LB_FLAG_SOURCE_RANGES) {
 		struct lb4_source_key src;
 
@@ -154,15 +161,15 @@ static __always_inline int track4(const struct ct4_key *key, struct ct4_value *t
 		src.proto = key->proto;
 		src.source = key->saddr;
 		if (!bpf_map_lookup_elem(&nl_lb4_src, &src))
-			return -1;
+			return DROP;
 	}
 	svc_key.slot = bpf_get_prandom_u32() % svc->count + 1;
 	slot = bpf_map_lookup_elem(&nl_lb4_svc, &svc_key);
 	if (!slot)
-		return -1;
+		return DROP;
 	be = bpf_map_lookup_elem(&nl_lb4_be, &slot->backend_id);
 	if (!be)
-		return -1;
+		return DROP;
 	__builtin_memset(to, 0, sizeof(*to));
 	to->address = be->address;
 	to->port = be->port;
@@ -178,7 +185,7 @@ static __always_inline int track4(const struct ct4_key *key, struct ct4_value *t
 	front.address = key->daddr;
 	front.port = key->dport;
 	bpf_map_update_elem(&nl_ct4_rev, &rev, &front, BPF_ANY);
-	return 1;
+	return TRACKED;
 }
 
 static __always_inline int track6(const struct ct6_key *key, struct ct6_value *to)
@@ -198,7 +205,7 @@ static __always_inline int track6(const struct ct6_key *key, struct ct6_value *t
 	if (!svc)
 		return 0;
 	if (svc->count == 0)
-		return -1;
+		return svc->flags & LB_FLAG_EMPTY_DROPS ? DROP : REFUSE;
 	if (svc->flags & LB_FLAG_SOURCE_RANGES) {
 		struct lb6_source_key src;
 
@@ -209,15 +216,15 @@ static __always_inline int track6(const struct ct6_key *key, struct ct6_value *t
 		src.proto = key->proto;
 		__builtin_memcpy(src.source, key->saddr, 16);
 		if (!bpf_map_lookup_elem(&nl_lb6_src, &src))
-			return -1;
+			return DROP;
 	}
 	svc_key.slot = bpf_get_prandom_u32() % svc->count + 1;
 	slot = bpf_map_lookup_elem(&nl_lb6_svc, &svc_key);
 	if (!slot)
-		return -1;
+		return DROP;
 	be = bpf_map_lookup_elem(&nl_lb6_be, &slot->backend_id);
 	if (!be)
-		return -1;
+		return DROP;
 	__builtin_memset(to, 0, sizeof(*to));
 	__builtin_memcpy(to->address, be->address, 16);
 	to->port = be->port;
@@ -233,7 +240,142 @@ static __always_inline int track6(const struct ct6_key *key, struct ct6_value *t
 	__builtin_memcpy(front.address, key->daddr, 16);
 	front.port = key->dport;
 	bpf_map_update_elem(&nl_ct6_rev, &rev, &front, BPF_ANY);
+	return TRACKED;
+}
+
+/* Ones' complement sum of `len` bytes at `p` (a multiple of 4), folded. */
+static __always_inline __u16 csum(void *p, __u32 len, __u32 seed)
+{
+	__s64 sum = bpf_csum_diff(0, 0, p, len, seed);
+	__u32 s = (__u32)sum;
+
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return ~s;
+}
+
+/* Turns a SYN to a frontend without endpoints into the RST that refuses
+ * it and sends that back out of the interface it came in on; anything
+ * else to such a frontend is dropped. */
+struct tcp_reply {
+	__be32 seq;
+	__be32 ack;
+};
+
+static __always_inline int tcp_refusal(struct tcphdr *tcp, struct tcp_reply *r)
+{
+	if (!tcp->syn || tcp->ack || tcp->rst)
+		return 0;
+	r->seq = 0;
+	r->ack = bpf_htonl(bpf_ntohl(tcp->seq) + 1);
 	return 1;
+}
+
+static __always_inline void make_rst(struct tcphdr *tcp, const struct tcp_reply *r)
+{
+	__be16 port = tcp->source;
+
+	tcp->source = tcp->dest;
+	tcp->dest = port;
+	tcp->seq = r->seq;
+	tcp->ack_seq = r->ack;
+	/* doff 5, flags RST|ACK, no window. */
+	((__u8 *)tcp)[12] = 5 << 4;
+	((__u8 *)tcp)[13] = 0x14;
+	tcp->window = 0;
+	tcp->check = 0;
+	tcp->urg_ptr = 0;
+}
+
+static __always_inline void swap_macs(struct ethhdr *eth)
+{
+	__u8 mac[ETH_ALEN];
+
+	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+}
+
+static __always_inline int reset4(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct tcphdr *tcp = data + L4_4_OFF;
+	struct tcp_reply reply;
+
+	if ((void *)(tcp + 1) > end || !tcp_refusal(tcp, &reply))
+		return TC_ACT_SHOT;
+	/* Headers only: the RST carries no options and no payload. */
+	if (bpf_skb_change_tail(skb, L4_4_OFF + sizeof(struct tcphdr), 0))
+		return TC_ACT_SHOT;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + IP4_OFF;
+	tcp = data + L4_4_OFF;
+	if ((void *)(tcp + 1) > end)
+		return TC_ACT_SHOT;
+	swap_macs(eth);
+	__be32 addr = ip->saddr;
+	ip->saddr = ip->daddr;
+	ip->daddr = addr;
+	ip->tot_len = bpf_htons(sizeof(struct iphdr) + sizeof(struct tcphdr));
+	ip->ttl = 64;
+	ip->check = 0;
+	ip->check = csum(ip, sizeof(struct iphdr), 0);
+	make_rst(tcp, &reply);
+	struct {
+		__be32 saddr;
+		__be32 daddr;
+		__u8 zero;
+		__u8 proto;
+		__be16 len;
+	} pseudo = { ip->saddr, ip->daddr, 0, IPPROTO_TCP, bpf_htons(sizeof(struct tcphdr)) };
+	__u32 seed = (__u32)bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+	tcp->check = csum(tcp, sizeof(struct tcphdr), seed);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+static __always_inline int reset6(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct tcphdr *tcp = data + L4_6_OFF;
+	struct tcp_reply reply;
+
+	if ((void *)(tcp + 1) > end || !tcp_refusal(tcp, &reply))
+		return TC_ACT_SHOT;
+	if (bpf_skb_change_tail(skb, L4_6_OFF + sizeof(struct tcphdr), 0))
+		return TC_ACT_SHOT;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip = data + IP6_OFF;
+	tcp = data + L4_6_OFF;
+	if ((void *)(tcp + 1) > end)
+		return TC_ACT_SHOT;
+	swap_macs(eth);
+	struct in6_addr addr = ip->saddr;
+	ip->saddr = ip->daddr;
+	ip->daddr = addr;
+	ip->payload_len = bpf_htons(sizeof(struct tcphdr));
+	ip->hop_limit = 64;
+	make_rst(tcp, &reply);
+	struct {
+		struct in6_addr saddr;
+		struct in6_addr daddr;
+		__be32 len;
+		__u8 zero[3];
+		__u8 proto;
+	} pseudo;
+	__builtin_memset(&pseudo, 0, sizeof(pseudo));
+	pseudo.saddr = ip->saddr;
+	pseudo.daddr = ip->daddr;
+	pseudo.len = bpf_htonl(sizeof(struct tcphdr));
+	pseudo.proto = IPPROTO_TCP;
+	__u32 seed = (__u32)bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+	tcp->check = csum(tcp, sizeof(struct tcphdr), seed);
+	return bpf_redirect(skb->ifindex, 0);
 }
 
 /* In from outside: to a frontend, it goes to the flow's backend instead. */
@@ -253,9 +395,11 @@ int netlet_external_in(struct __sk_buff *skb)
 			to = *known;
 		} else {
 			int tracked = track4(&key, &to);
-			if (tracked == 0)
+			if (tracked == NOT_A_FRONTEND)
 				return TC_ACT_OK;
-			if (tracked < 0)
+			if (tracked == REFUSE && key.proto == IPPROTO_TCP)
+				return reset4(skb);
+			if (tracked != TRACKED)
 				return TC_ACT_SHOT;
 		}
 		rewrite4(skb, key.proto, 1, key.daddr, to.address, key.dport, to.port);
@@ -270,9 +414,11 @@ int netlet_external_in(struct __sk_buff *skb)
 			to = *known;
 		} else {
 			int tracked = track6(&key, &to);
-			if (tracked == 0)
+			if (tracked == NOT_A_FRONTEND)
 				return TC_ACT_OK;
-			if (tracked < 0)
+			if (tracked == REFUSE && key.proto == IPPROTO_TCP)
+				return reset6(skb);
+			if (tracked != TRACKED)
 				return TC_ACT_SHOT;
 		}
 		rewrite6(skb, key.proto, 1, key.daddr, to.address, key.dport, to.port);

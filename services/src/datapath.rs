@@ -18,8 +18,8 @@ use aya::{Ebpf, EbpfLoader};
 use dualstack::Cidr;
 
 use crate::maps::{
-    Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbSlot, FLAG_SOURCE_RANGES, PROTO_SCTP, PROTO_TCP,
-    PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE4_FRONTEND_BITS, SOURCE6_FRONTEND_BITS,
+    Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbSlot, FLAG_EMPTY_DROPS, FLAG_SOURCE_RANGES,
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE4_FRONTEND_BITS, SOURCE6_FRONTEND_BITS,
 };
 use crate::plan::{Backend, Frontend, FrontendPlan, Protocol, Scope};
 
@@ -137,6 +137,7 @@ struct Applied {
     affinity_timeout: u32,
     /// Sorted.
     source_ranges: Vec<Cidr>,
+    drop_when_empty: bool,
 }
 
 impl Datapath {
@@ -273,6 +274,7 @@ impl Datapath {
             ids: new,
             affinity_timeout: plan.affinity_timeout,
             source_ranges,
+            drop_when_empty: plan.drop_when_empty,
         };
         if old.as_ref() == Some(&new) {
             self.release_all(&new.ids)?;
@@ -300,11 +302,7 @@ impl Datapath {
         let head = LbSlot {
             count: u16::try_from(new.ids.len()).unwrap_or(u16::MAX),
             affinity_timeout: new.affinity_timeout,
-            flags: if new.source_ranges.is_empty() {
-                0
-            } else {
-                FLAG_SOURCE_RANGES
-            },
+            flags: flags(&new),
             ..Default::default()
         };
         self.write_slot(&plan.frontend, 0, head)?;
@@ -454,16 +452,18 @@ impl Datapath {
                     self.backends.backends.insert(*id, *b);
                 }
             }
-            let affinity_timeout = entries
+            let head = entries
                 .iter()
                 .find(|(slot, _)| *slot == 0)
-                .map_or(0, |(_, s)| s.affinity_timeout);
+                .map(|(_, s)| *s)
+                .unwrap_or_default();
             self.frontends.insert(
                 frontend,
                 Applied {
                     ids,
-                    affinity_timeout,
+                    affinity_timeout: head.affinity_timeout,
                     source_ranges: Vec::new(),
+                    drop_when_empty: head.flags & FLAG_EMPTY_DROPS != 0,
                 },
             );
         }
@@ -658,6 +658,18 @@ fn source6(frontend: Ipv6Addr, f: &Frontend, source: Ipv6Addr, prefix: u8) -> Ke
         source: source.octets(),
     };
     Key::new(SOURCE6_FRONTEND_BITS + u32::from(prefix), data)
+}
+
+/// Slot 0's flags for what a frontend holds.
+fn flags(applied: &Applied) -> u8 {
+    let mut flags = 0;
+    if !applied.source_ranges.is_empty() {
+        flags |= FLAG_SOURCE_RANGES;
+    }
+    if applied.drop_when_empty {
+        flags |= FLAG_EMPTY_DROPS;
+    }
+    flags
 }
 
 fn slot_of(index: usize) -> u16 {

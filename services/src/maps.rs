@@ -54,6 +54,8 @@ pub struct LbSlot {
 
 /// Slot 0 flag: the frontend admits only its source ranges.
 pub const FLAG_SOURCE_RANGES: u8 = 1;
+/// Slot 0 flag: with no backends, drop rather than refuse.
+pub const FLAG_EMPTY_DROPS: u8 = 2;
 
 /// A frontend's source range: the data of an `lb4_source_key` (lb.h),
 /// after the prefix length that `aya::maps::lpm_trie::Key` adds.

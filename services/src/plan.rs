@@ -81,6 +81,11 @@ pub struct FrontendPlan {
     /// `loadBalancerSourceRanges` of the frontend's family, for a
     /// LoadBalancer IP reached from outside; empty admits every source.
     pub source_ranges: Vec<dualstack::Cidr>,
+    /// With no backends, drop rather than refuse: traffic from outside
+    /// under `externalTrafficPolicy: Local`, which must not be answered by
+    /// a node without endpoints (the load balancer's health check steers
+    /// it elsewhere).
+    pub drop_when_empty: bool,
 }
 
 /// kube-proxy's default for `sessionAffinityConfig.clientIP.timeoutSeconds`.
@@ -182,6 +187,7 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice], node: NodeView) -> Vec
                 backends: backends(port, protocol, address.is_ipv4(), slices, only_on),
                 affinity_timeout,
                 source_ranges: Vec::new(),
+                drop_when_empty: false,
             });
             // Everything but a ClusterIP can be reached from outside too.
             if !cluster_ip {
@@ -207,6 +213,7 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice], node: NodeView) -> Vec
                             .collect(),
                         false => Vec::new(),
                     },
+                    drop_when_empty: external_local,
                 });
             }
         }

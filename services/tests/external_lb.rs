@@ -2,7 +2,7 @@
 //! client in an "outside" namespace, wired to the node's external
 //! interface, reaches a NodePort on the node's address over TCP and UDP in
 //! both families; the backend sees the client's own address; the replies
-//! come from the frontend; a frontend without backends drops.
+//! come from the frontend; a frontend without backends refuses.
 
 use std::net::IpAddr;
 use std::process::{Child, Stdio};
@@ -27,6 +27,7 @@ fn plan(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16)]) 
             .collect(),
         affinity_timeout: 0,
         source_ranges: Vec::new(),
+        drop_when_empty: false,
     }
 }
 
@@ -120,9 +121,9 @@ fn outside_clients_reach_node_ports() {
     // from the NodePort, not from the backend.
     let got = ask("UDP4-SENDTO:192.0.2.1:30053", &|t| t.contains("udp"));
     assert_eq!(got.trim(), "udp");
-    // No backends: dropped, so the client times out (no answer, no reset).
-    let got = ask("TCP4:192.0.2.1:30099,connect-timeout=1", &|_| true);
-    assert!(!got.contains("from") && !got.contains("refused"), "{got}");
+    // No backends: refused at once, as a closed port would be.
+    let got = ask("TCP4:192.0.2.1:30099,connect-timeout=5", &|t| t.contains("refused"));
+    assert!(got.contains("Connection refused"), "{got}");
 
     for s in &mut servers {
         let _ = s.kill();

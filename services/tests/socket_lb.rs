@@ -102,6 +102,7 @@ fn plan(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16)]) 
             .collect(),
         affinity_timeout: 0,
         source_ranges: Vec::new(),
+        drop_when_empty: false,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The TC programs on crafted packets (BPF_PROG_TEST_RUN: the kernel runs
 //! the loaded program on a packet we build, and we read back the verdict
 //! and the packet): NodePort DNAT on the way in, reverse NAT on the way
-//! out, a frontend without backends dropped, externalTrafficPolicy: Local
+//! out, a frontend without backends refusing TCP with a reset (and
+//! dropping the rest), externalTrafficPolicy: Local
 //! with no endpoint on this node dropped, loadBalancerSourceRanges
 //! enforced and changed, other traffic untouched; every
 //! rewritten packet has valid IP and L4 checksums.
@@ -15,6 +16,7 @@ use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, NodeV
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
@@ -132,6 +134,7 @@ fn external(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16
             .collect(),
         affinity_timeout: 0,
         source_ranges: Vec::new(),
+        drop_when_empty: false,
     }
 }
 
@@ -183,9 +186,25 @@ fn tc_programs_on_crafted_packets() {
     let out = dp.run_external(false, &answer).unwrap().1;
     assert_eq!(parse(&out), (ep("2001:db8::1", 30080), ep("2001:db8::99", 5000)));
 
-    // A frontend without backends drops.
+    // A frontend without backends refuses a TCP connection: the SYN
+    // becomes a RST sent back where it came from. Other packets to it drop.
     let nobody = packet(TCP, ("198.51.100.7", 40001), ("192.0.2.1", 30099));
-    assert_eq!(dp.run_external(true, &nobody).unwrap().0, TC_ACT_SHOT);
+    let (verdict, rst) = dp.run_external(true, &nobody).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(parse(&rst), (ep("192.0.2.1", 30099), ep("198.51.100.7", 40001)));
+    assert_eq!((&rst[..6], &rst[6..12]), (&nobody[6..12], &nobody[..6]), "MACs swapped");
+    let tcp = &rst[34..];
+    assert_eq!(tcp[13], 0x14, "RST and ACK");
+    assert_eq!(&tcp[8..12], &[0, 0, 0, 2], "acknowledges the SYN");
+    let nobody6 = packet(TCP, ("2001:db8::99", 40001), ("2001:db8::1", 30099));
+    dp.apply(&external("2001:db8::1", 30099, Protocol::Tcp, &[])).unwrap();
+    let (verdict, rst6) = dp.run_external(true, &nobody6).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(parse(&rst6), (ep("2001:db8::1", 30099), ep("2001:db8::99", 40001)));
+    assert_eq!(rst6[54 + 13], 0x14);
+    dp.apply(&external("192.0.2.1", 30099, Protocol::Udp, &[])).unwrap();
+    let datagram = packet(UDP, ("198.51.100.7", 40001), ("192.0.2.1", 30099));
+    assert_eq!(dp.run_external(true, &datagram).unwrap().0, TC_ACT_SHOT);
 
     // externalTrafficPolicy: Local with the only endpoint on another node:
     // traffic from outside is dropped here.

@@ -106,6 +106,7 @@ fn plan(address: IpAddr, port: u16, backends: &[(IpAddr, u16)]) -> FrontendPlan 
             .collect(),
         affinity_timeout: 0,
         source_ranges: Vec::new(),
+        drop_when_empty: false,
     }
 }
 
