@@ -1,0 +1,148 @@
+//! Loading the programs and attaching them: to the cgroup for sockets, to
+//! the external interfaces for packets, each through a pinned link that
+//! replaces the previous agent's without a gap.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use aya::programs::links::FdLink;
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier};
+use aya::EbpfLoader;
+
+use super::{
+    io, BackendIds, Datapath, DatapathError, DatapathOptions, BACKEND_MAPS, BPF_FS_MAGIC, FLOW_MAPS, MAPS_VERSION,
+    PROGRAMS, SERVICE_MAPS, SOCKET_MAPS, SOCK_OBJECT, SOURCE_MAPS, TC_OBJECT, TC_PROGRAMS,
+};
+
+impl Datapath {
+    /// Loads the programs, attaches them to `options.cgroup` (replacing a
+    /// previous agent's attachment only once the new one is in place, so
+    /// no connect goes untranslated) and reads back the pinned maps.
+    pub fn load(options: &DatapathOptions) -> Result<Datapath, DatapathError> {
+        ensure_bpffs(&options.pin_dir)?;
+        let links = options.pin_dir.join("links");
+        std::fs::create_dir_all(&links).map_err(io(&links))?;
+        let maps = options.pin_dir.join(MAPS_VERSION);
+        std::fs::create_dir_all(&maps).map_err(io(&maps))?;
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(&maps);
+        for map in SERVICE_MAPS
+            .iter()
+            .chain(&BACKEND_MAPS)
+            .chain(&SOCKET_MAPS)
+            .chain(&FLOW_MAPS)
+            .chain(&SOURCE_MAPS)
+        {
+            loader.map_max_entries(map, options.map_entries);
+        }
+        let mut ebpf = loader.load(SOCK_OBJECT)?;
+        let mut tc = loader.load(TC_OBJECT)?;
+        let cgroup = std::fs::File::open(&options.cgroup).map_err(io(&options.cgroup))?;
+        for name in PROGRAMS {
+            let failed = |source| DatapathError::Program { name, source };
+            let program: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .expect("every program is in sock.o")
+                .try_into()
+                .map_err(failed)?;
+            program.load().map_err(failed)?;
+            // A bpf_link (kernel 5.7+) takes no attach flags; links on one
+            // cgroup always coexist, which the hand-over below relies on.
+            let id = program.attach(&cgroup, CgroupAttachMode::Single).map_err(failed)?;
+            let link: FdLink = program
+                .take_link(id)
+                .map_err(failed)?
+                .try_into()
+                .map_err(|source| DatapathError::Link { name, source })?;
+            pin_link(link, &links.join(name))?;
+        }
+        for (name, direction) in TC_PROGRAMS {
+            let failed = |source| DatapathError::Program { name, source };
+            let program: &mut SchedClassifier = tc
+                .program_mut(name)
+                .expect("every program is in tc_external.o")
+                .try_into()
+                .map_err(failed)?;
+            program.load().map_err(failed)?;
+            for device in &options.devices {
+                // clsact may be there already (ours, or another tool's).
+                let _ = aya::programs::tc::qdisc_add_clsact(device);
+                let id = program
+                    .attach(device, direction)
+                    .map_err(|source| DatapathError::Device {
+                        device: device.clone(),
+                        source,
+                    })?;
+                let link: FdLink = program
+                    .take_link(id)
+                    .map_err(failed)?
+                    .try_into()
+                    .map_err(|source| DatapathError::Link { name, source })?;
+                pin_link(link, &links.join(format!("{name}-{device}")))?;
+            }
+        }
+        // Programs of an earlier build are detached now; their maps go.
+        remove_other_versions(&options.pin_dir);
+        let mut datapath = Datapath {
+            ebpf,
+            tc,
+            map_entries: options.map_entries,
+            backends: BackendIds::default(),
+            frontends: HashMap::new(),
+        };
+        datapath.read_back()?;
+        Ok(datapath)
+    }
+}
+
+/// Pins `link` at `pin`, replacing the previous agent's: unpinning that
+/// one detaches it, and ours is attached already, so there is no gap.
+pub(super) fn pin_link(link: FdLink, pin: &Path) -> Result<(), DatapathError> {
+    let _ = std::fs::remove_file(pin);
+    link.pin(pin).map_err(|source| DatapathError::Pin {
+        path: pin.to_path_buf(),
+        source,
+    })?;
+    Ok(())
+}
+
+pub(super) fn remove_other_versions(pin_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("maps-") && name != MAPS_VERSION {
+            tracing::info!(maps = %name, "removing the pinned maps of an earlier netlet");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Makes sure `pin_dir` is on a bpf filesystem, mounting one at
+/// /sys/fs/bpf if that is where it goes and nothing is mounted there yet
+/// (as Cilium does; many distributions leave it unmounted).
+pub(super) fn ensure_bpffs(pin_dir: &Path) -> Result<(), DatapathError> {
+    let root = Path::new("/sys/fs/bpf");
+    let is_bpffs = |p: &Path| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC);
+    if !is_bpffs(root) && pin_dir.starts_with(root) {
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        nix::mount::mount(
+            Some("bpf"),
+            root,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| DatapathError::Io {
+            path: root.to_path_buf(),
+            source: std::io::Error::from(e),
+        })?;
+    }
+    std::fs::create_dir_all(pin_dir).map_err(io(pin_dir))?;
+    if !is_bpffs(pin_dir) {
+        return Err(DatapathError::NotBpffs(pin_dir.to_path_buf()));
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The kernel side: loads the socket programs, attaches them to a cgroup
+//! through pinned links, and keeps the maps in step with the plans it is
+//! given, one frontend at a time, writing only the entries that change.
+//!
+//! Maps and links are pinned under the pin directory, so an agent that
+//! exits leaves load balancing running, and the next one takes over the
+//! same maps: it reads back what is there before changing anything.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use aya::maps::MapError;
+use aya::programs::{SchedClassifier, TcAttachType, TestRun, TestRunOptions};
+use aya::Ebpf;
+use dualstack::Cidr;
+
+use crate::plan::{Backend, Frontend};
+
+mod attach;
+mod entries;
+mod frontends;
+mod read_back;
+
+/// bpf/sock.c and bpf/tc_external.c, compiled by build.rs.
+static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.o"));
+static TC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_external.o"));
+/// Where under the pin directory this build's maps live: named by a hash
+/// of the map headers, so an upgrade that changes a map never opens the
+/// old one with the new layout.
+const MAPS_VERSION: &str = include_str!(concat!(env!("OUT_DIR"), "/maps_version.txt"));
+
+const PROGRAMS: [&str; 8] = [
+    "netlet_connect4",
+    "netlet_connect6",
+    "netlet_sendmsg4",
+    "netlet_sendmsg6",
+    "netlet_recvmsg4",
+    "netlet_recvmsg6",
+    "netlet_getpeername4",
+    "netlet_getpeername6",
+];
+const SERVICE_MAPS: [&str; 2] = ["nl_lb4_svc", "nl_lb6_svc"];
+const BACKEND_MAPS: [&str; 2] = ["nl_lb4_be", "nl_lb6_be"];
+const SOCKET_MAPS: [&str; 4] = ["nl_sock4_rev", "nl_sock6_rev", "nl_lb4_aff", "nl_lb6_aff"];
+const FLOW_MAPS: [&str; 4] = ["nl_ct4_fwd", "nl_ct4_rev", "nl_ct6_fwd", "nl_ct6_rev"];
+const SOURCE_MAPS: [&str; 2] = ["nl_lb4_src", "nl_lb6_src"];
+/// The TC programs and the direction each is attached in.
+const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("netlet_external_in", TcAttachType::Ingress),
+    ("netlet_external_out", TcAttachType::Egress),
+];
+
+/// statfs f_type of a bpf filesystem.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+#[derive(Debug, Clone)]
+pub struct DatapathOptions {
+    /// Directory on a bpf filesystem for the pinned maps and links.
+    pub pin_dir: PathBuf,
+    /// The cgroup v2 directory whose processes get Service translation
+    /// (the root, for the whole node).
+    pub cgroup: PathBuf,
+    /// Entries of each map.
+    pub map_entries: u32,
+    /// The node's external interfaces: traffic from outside arriving on
+    /// them for a frontend (NodePorts, externalIPs, LoadBalancer IPs) is
+    /// load-balanced by TC programs.
+    pub devices: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is not on a bpf filesystem (mount one with: mount -t bpf bpf /sys/fs/bpf)")]
+    NotBpffs(PathBuf),
+    #[error("loading the BPF programs: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("BPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("cannot attach to interface {device:?} (services.devices): {source}")]
+    Device {
+        device: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("BPF program {name}: its link cannot be pinned: {source}")]
+    Link {
+        name: &'static str,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("pinning {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("BPF map {map} is full ({entries} entries); raise services.mapEntries")]
+    MapFull { map: &'static str, entries: u32 },
+    #[error("BPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// Ids of backends, shared by every frontend that sends to them, with a
+/// reference count so a backend leaves its map when nothing uses it.
+#[derive(Default)]
+struct BackendIds {
+    ids: HashMap<Backend, (u32, usize)>,
+    backends: HashMap<u32, Backend>,
+    next: u32,
+    free: Vec<u32>,
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    /// The TC programs (their maps are the same pinned ones).
+    tc: Ebpf,
+    map_entries: u32,
+    backends: BackendIds,
+    frontends: HashMap<Frontend, Applied>,
+}
+
+/// What the maps hold for one frontend.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Applied {
+    /// Backend ids in slot order (slot n holds entry n-1).
+    ids: Vec<u32>,
+    affinity_timeout: u32,
+    /// Sorted.
+    source_ranges: Vec<Cidr>,
+    drop_when_empty: bool,
+}
+
+impl Datapath {
+    /// Every frontend in the maps, with its backends.
+    pub fn frontends(&self) -> impl Iterator<Item = (&Frontend, usize)> {
+        self.frontends.iter().map(|(f, a)| (f, a.ids.len()))
+    }
+
+    /// Runs the TC program for traffic from outside (`inbound`) or back to
+    /// it on one packet, as the kernel would (BPF_PROG_TEST_RUN), without
+    /// sending anything: for tests and diagnostics. Returns the program's
+    /// verdict (`TC_ACT_*`) and the packet as it left the program.
+    pub fn run_external(&self, inbound: bool, packet: &[u8]) -> Result<(u32, Vec<u8>), DatapathError> {
+        let name = TC_PROGRAMS[usize::from(!inbound)].0;
+        let program: &SchedClassifier = self
+            .tc
+            .program(name)
+            .expect("every program is in tc_external.o")
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(packet);
+        options.data_out = Some(&mut out);
+        let result = program
+            .test_run(options)
+            .map_err(|source| DatapathError::Program { name, source })?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
+    }
+
+    /// Distinct backends the frontends send to.
+    pub fn backend_count(&self) -> usize {
+        self.backends.ids.len()
+    }
+
+    /// Entries of each map.
+    pub fn map_entries(&self) -> u32 {
+        self.map_entries
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DatapathError + '_ {
+    move |source| DatapathError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

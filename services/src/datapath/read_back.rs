@@ -1,0 +1,143 @@
+//! What an earlier agent left in the pinned maps, read back into the
+//! datapath's bookkeeping so the first plans replace it entry by entry.
+
+use std::collections::HashMap;
+
+use aya::maps::lpm_trie::LpmTrie;
+use aya::maps::{HashMap as BpfHashMap, MapData};
+
+use std::net::IpAddr;
+
+use dualstack::Cidr;
+
+use super::{Applied, Datapath, DatapathError, BACKEND_MAPS, SERVICE_MAPS, SOURCE_MAPS};
+use crate::maps::{
+    Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbSlot, FLAG_EMPTY_DROPS, PROTO_SCTP, PROTO_TCP,
+    PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE4_FRONTEND_BITS, SOURCE6_FRONTEND_BITS,
+};
+use crate::plan::{Backend, Frontend, Protocol, Scope};
+
+impl Datapath {
+    /// Rebuilds what the pinned maps hold (from an earlier agent) so the
+    /// first plans replace it entry by entry.
+    pub(super) fn read_back(&mut self) -> Result<(), DatapathError> {
+        let mut backends: HashMap<u32, Backend> = HashMap::new();
+        let v4: BpfHashMap<&MapData, u32, Lb4Backend> = self.typed(BACKEND_MAPS[0])?;
+        for (id, b) in v4.iter().filter_map(Result::ok) {
+            backends.insert(id, backend_of(IpAddr::from(b.address), b.port));
+        }
+        let v6: BpfHashMap<&MapData, u32, Lb6Backend> = self.typed(BACKEND_MAPS[1])?;
+        for (id, b) in v6.iter().filter_map(Result::ok) {
+            backends.insert(id, backend_of(IpAddr::from(b.address), b.port));
+        }
+        let mut slots: HashMap<Frontend, Vec<(u16, LbSlot)>> = HashMap::new();
+        let v4: BpfHashMap<&MapData, Lb4Key, LbSlot> = self.typed(SERVICE_MAPS[0])?;
+        for (k, s) in v4.iter().filter_map(Result::ok) {
+            if let Some(f) = frontend_of(IpAddr::from(k.address), k.port, k.proto, k.scope) {
+                slots.entry(f).or_default().push((k.slot, s));
+            }
+        }
+        let v6: BpfHashMap<&MapData, Lb6Key, LbSlot> = self.typed(SERVICE_MAPS[1])?;
+        for (k, s) in v6.iter().filter_map(Result::ok) {
+            if let Some(f) = frontend_of(IpAddr::from(k.address), k.port, k.proto, k.scope) {
+                slots.entry(f).or_default().push((k.slot, s));
+            }
+        }
+        for (frontend, mut entries) in slots {
+            entries.sort_by_key(|(slot, _)| *slot);
+            let ids: Vec<u32> = entries
+                .iter()
+                .filter(|(slot, _)| *slot > 0)
+                .map(|(_, s)| s.backend_id)
+                .collect();
+            for id in &ids {
+                if let Some(b) = backends.get(id) {
+                    self.backends.ids.entry(*b).or_insert((*id, 0)).1 += 1;
+                    self.backends.backends.insert(*id, *b);
+                }
+            }
+            let head = entries
+                .iter()
+                .find(|(slot, _)| *slot == 0)
+                .map(|(_, s)| *s)
+                .unwrap_or_default();
+            self.frontends.insert(
+                frontend,
+                Applied {
+                    ids,
+                    affinity_timeout: head.affinity_timeout,
+                    source_ranges: Vec::new(),
+                    drop_when_empty: head.flags & FLAG_EMPTY_DROPS != 0,
+                },
+            );
+        }
+        self.read_back_ranges()?;
+        self.backends.next = backends.keys().copied().max().unwrap_or(0);
+        // Backends no frontend uses are leftovers of an interrupted update.
+        for (id, b) in backends {
+            if !self.backends.ids.contains_key(&b) {
+                self.remove_backend(id, &b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Source ranges back onto their (external) frontends; those of a
+    /// frontend that is gone are leftovers and removed.
+    pub(super) fn read_back_ranges(&mut self) -> Result<(), DatapathError> {
+        let mut found: Vec<(Frontend, Cidr)> = Vec::new();
+        let v4: LpmTrie<&MapData, Lb4Source, u8> = self.lpm(SOURCE_MAPS[0])?;
+        for key in v4.keys().filter_map(Result::ok) {
+            let d = key.data();
+            let prefix = u8::try_from(key.prefix_len().saturating_sub(SOURCE4_FRONTEND_BITS)).unwrap_or(32);
+            let range = Cidr::new(IpAddr::from(d.source), prefix).ok();
+            let frontend = frontend_of(IpAddr::from(d.frontend), d.port, d.proto, SCOPE_EXTERNAL);
+            found.extend(frontend.zip(range));
+        }
+        let v6: LpmTrie<&MapData, Lb6Source, u8> = self.lpm(SOURCE_MAPS[1])?;
+        for key in v6.keys().filter_map(Result::ok) {
+            let d = key.data();
+            let prefix = u8::try_from(key.prefix_len().saturating_sub(SOURCE6_FRONTEND_BITS)).unwrap_or(128);
+            let range = Cidr::new(IpAddr::from(d.source), prefix).ok();
+            let frontend = frontend_of(IpAddr::from(d.frontend), d.port, d.proto, SCOPE_EXTERNAL);
+            found.extend(frontend.zip(range));
+        }
+        for (frontend, range) in found {
+            match self.frontends.get_mut(&frontend) {
+                Some(applied) => {
+                    applied.source_ranges.push(range);
+                    applied.source_ranges.sort();
+                }
+                None => self.set_range(&frontend, &range, false)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn backend_of(address: IpAddr, port: [u8; 2]) -> Backend {
+    Backend {
+        address,
+        port: u16::from_be_bytes(port),
+    }
+}
+
+pub(super) fn frontend_of(address: IpAddr, port: [u8; 2], proto: u8, scope: u8) -> Option<Frontend> {
+    let protocol = match proto {
+        PROTO_TCP => Protocol::Tcp,
+        PROTO_UDP => Protocol::Udp,
+        PROTO_SCTP => Protocol::Sctp,
+        _ => return None,
+    };
+    let scope = match scope {
+        SCOPE_INTERNAL => Scope::Internal,
+        SCOPE_EXTERNAL => Scope::External,
+        _ => return None,
+    };
+    Some(Frontend {
+        address,
+        port: u16::from_be_bytes(port),
+        protocol,
+        scope,
+    })
+}
