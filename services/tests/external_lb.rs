@@ -131,3 +131,20 @@ fn outside_clients_reach_node_ports() {
     }
     drop(dp);
 }
+
+#[test]
+fn an_interface_that_is_not_there_is_named() {
+    if !testbed::require_privileges("an_interface_that_is_not_there_is_named") {
+        return;
+    }
+    let cgroup = Cgroup::new("xbad").unwrap();
+    let pins = testbed::PinDir::new("xbad");
+    let options = DatapathOptions {
+        pin_dir: pins.path().to_path_buf(),
+        cgroup: cgroup.path().to_path_buf(),
+        map_entries: 1024,
+        devices: vec!["nosuchdev0".into()],
+    };
+    let error = Datapath::load(&options).err().expect("loading fails").to_string();
+    assert!(error.contains("\"nosuchdev0\"") && error.contains("services.devices"), "{error}");
+}
