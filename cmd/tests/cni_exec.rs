@@ -412,3 +412,71 @@ fn pods_gone_from_the_node_lose_their_leases() {
     assert!(holders().is_empty());
     bed.rt.block_on(agent.shutdown());
 }
+
+#[test]
+fn bad_input_through_the_exec_path_gets_the_specs_codes_and_leaves_nothing() {
+    if !testbed::require_privileges("bad_input_through_the_exec_path_gets_the_specs_codes_and_leaves_nothing") {
+        return;
+    }
+    let bed = Bed::new(&["10.131.0.0/29"]);
+    let agent = bed.agent();
+    let ns = Netns::new("bad").unwrap();
+    let netns = ns.path().display().to_string();
+    let good = bed.plugin.conf("1.1.0", json!({})).to_string();
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "bad-1"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_PATH", "/opt/cni/bin"),
+    ];
+    let without = |name: &str| -> Vec<(&str, &str)> { env.iter().copied().filter(|(k, _)| *k != name).collect() };
+    let with = |name: &str, value: &'static str| -> Vec<(&str, &str)> {
+        env.iter()
+            .map(|&(k, v)| if k == name { (k, value) } else { (k, v) })
+            .collect()
+    };
+    let unknown_version = good.replace("1.1.0", "9.9.9");
+    let no_type = json!({"cniVersion": "1.1.0", "name": "netlet", "agentSocket": bed.plugin.socket}).to_string();
+    // (what is wrong, environment, config on stdin, the spec's code)
+    let cases: Vec<(&str, Vec<(&str, &str)>, &str, u64)> = vec![
+        ("no CNI_CONTAINERID", without("CNI_CONTAINERID"), &good, 4),
+        ("no CNI_IFNAME", without("CNI_IFNAME"), &good, 4),
+        ("no CNI_NETNS", without("CNI_NETNS"), &good, 4),
+        ("no CNI_PATH", without("CNI_PATH"), &good, 4),
+        (
+            "a container ID with a slash",
+            with("CNI_CONTAINERID", "bad/1"),
+            &good,
+            4,
+        ),
+        (
+            "an interface name over 15 bytes",
+            with("CNI_IFNAME", "a-much-too-long-name"),
+            &good,
+            4,
+        ),
+        ("an unknown cniVersion", env.to_vec(), &unknown_version, 1),
+        ("malformed JSON", env.to_vec(), "{not json", 6),
+        ("a config without type", env.to_vec(), &no_type, 7),
+    ];
+    for (what, env, stdin, code) in cases {
+        let out = exec_raw(&env, stdin.as_bytes());
+        assert_eq!(error_code(&out), code, "{what}: {out:?}");
+        assert!(
+            out.doc.as_ref().unwrap()["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+    // Nothing was leased, wired or routed by any of them.
+    let socket = bed.dir.path().join("run/admin.sock").display().to_string();
+    let out = Command::new(NETLET)
+        .args(["ipam", "-o", "json", "--socket", &socket])
+        .output()
+        .unwrap();
+    let ipam: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ipam["leases"], json!([]), "{ipam}");
+    assert!(!host_link_exists("bad-1") && !host_link_exists("bad/1"));
+    assert!(!host_routes().contains("10.131.0."));
+    bed.rt.block_on(agent.shutdown());
+}

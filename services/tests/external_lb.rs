@@ -146,5 +146,8 @@ fn an_interface_that_is_not_there_is_named() {
         devices: vec!["nosuchdev0".into()],
     };
     let error = Datapath::load(&options).err().expect("loading fails").to_string();
-    assert!(error.contains("\"nosuchdev0\"") && error.contains("services.devices"), "{error}");
+    assert!(
+        error.contains("\"nosuchdev0\"") && error.contains("services.devices"),
+        "{error}"
+    );
 }

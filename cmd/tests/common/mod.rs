@@ -33,35 +33,35 @@ impl Plugin {
     }
 
     pub fn exec(&self, command: &str, id: &str, netns: Option<&Path>, conf: &Value) -> Outcome {
-        let mut cmd = Command::new(NETLET);
-        cmd.env_clear()
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/opt/cni/bin")
-            .env(
-                "CNI_ARGS",
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        if let Some(ns) = netns {
-            cmd.env("CNI_NETNS", ns);
-        }
-        let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        Outcome {
-            ok: out.status.success(),
-            doc: (!text.trim().is_empty())
-                .then(|| serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))),
-        }
+        let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}");
+        let netns = netns.map(|n| n.display().to_string());
+        let mut env = vec![
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", id),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+            ("CNI_ARGS", args.as_str()),
+        ];
+        env.extend(netns.as_deref().map(|n| ("CNI_NETNS", n)));
+        exec_raw(&env, conf.to_string().as_bytes())
+    }
+}
+
+/// Runs the plugin with exactly `env` and `stdin`, as a runtime would.
+pub fn exec_raw(env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
+    let mut child = Command::new(NETLET)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    Outcome {
+        ok: out.status.success(),
+        doc: (!text.trim().is_empty()).then(|| serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))),
     }
 }
 
