@@ -439,7 +439,8 @@ fn bad_input_through_the_exec_path_gets_the_specs_codes_and_leaves_nothing() {
     let unknown_version = good.replace("1.1.0", "9.9.9");
     let no_type = json!({"cniVersion": "1.1.0", "name": "netlet", "agentSocket": bed.plugin.socket}).to_string();
     // (what is wrong, environment, config on stdin, the spec's code)
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str, u64)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, u64);
+    let cases: Vec<Case> = vec![
         ("no CNI_CONTAINERID", without("CNI_CONTAINERID"), &good, 4),
         ("no CNI_IFNAME", without("CNI_IFNAME"), &good, 4),
         ("no CNI_NETNS", without("CNI_NETNS"), &good, 4),
