@@ -5,7 +5,8 @@
  * address back on the way out. Connection tracking keeps every packet of
  * a flow on the backend its first packet chose. The client's address is
  * kept, so backends see who connected. A Service without endpoints
- * refuses a TCP connection with a reset, as a closed port would. */
+ * refuses as a closed port would: TCP with a reset, UDP with ICMP port
+ * unreachable. */
 #include <stddef.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -378,6 +379,107 @@ static __always_inline int reset6(struct __sk_buff *skb)
 	return bpf_redirect(skb->ifindex, 0);
 }
 
+/* Turns a UDP datagram to a frontend without endpoints into the ICMP
+ * "port unreachable" that refuses it, quoting the datagram's IP header and
+ * the first 8 bytes after it as RFC 792 asks, and sends that back out of
+ * the interface it came in on. */
+#define ICMP4_ROOM (sizeof(struct iphdr) + 8)
+#define QUOTE4 (sizeof(struct iphdr) + 8)
+
+static __always_inline int unreachable4(struct __sk_buff *skb)
+{
+	void *data, *end;
+	struct ethhdr *eth;
+	struct iphdr *ip, *quoted;
+	__u8 *icmp;
+
+	/* Room for a new IP and ICMP header between Ethernet and the quote,
+	 * and nothing after the quote. */
+	if (bpf_skb_adjust_room(skb, ICMP4_ROOM, BPF_ADJ_ROOM_MAC, 0))
+		return TC_ACT_SHOT;
+	if (bpf_skb_change_tail(skb, ETH_HLEN + ICMP4_ROOM + QUOTE4, 0))
+		return TC_ACT_SHOT;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	eth = data;
+	ip = data + ETH_HLEN;
+	icmp = data + ETH_HLEN + sizeof(struct iphdr);
+	quoted = data + ETH_HLEN + ICMP4_ROOM;
+	if ((void *)quoted + QUOTE4 > end)
+		return TC_ACT_SHOT;
+	swap_macs(eth);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	__builtin_memset(ip, 0, sizeof(*ip));
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tot_len = bpf_htons(ICMP4_ROOM + QUOTE4);
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_ICMP;
+	ip->saddr = quoted->daddr;
+	ip->daddr = quoted->saddr;
+	ip->check = csum(ip, sizeof(*ip), 0);
+	__builtin_memset(icmp, 0, 8);
+	icmp[0] = 3; /* destination unreachable */
+	icmp[1] = 3; /* port unreachable */
+	__u32 seed = (__u32)bpf_csum_diff(0, 0, (__be32 *)quoted, QUOTE4, 0);
+	__u16 sum = csum(icmp, 8, seed);
+	__builtin_memcpy(icmp + 2, &sum, sizeof(sum));
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+#define ICMP6_ROOM (sizeof(struct ipv6hdr) + 8)
+#define QUOTE6 (sizeof(struct ipv6hdr) + 8)
+
+static __always_inline int unreachable6(struct __sk_buff *skb)
+{
+	void *data, *end;
+	struct ethhdr *eth;
+	struct ipv6hdr *ip, *quoted;
+	__u8 *icmp;
+
+	if (bpf_skb_adjust_room(skb, ICMP6_ROOM, BPF_ADJ_ROOM_MAC, 0))
+		return TC_ACT_SHOT;
+	if (bpf_skb_change_tail(skb, ETH_HLEN + ICMP6_ROOM + QUOTE6, 0))
+		return TC_ACT_SHOT;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	eth = data;
+	ip = data + ETH_HLEN;
+	icmp = data + ETH_HLEN + sizeof(struct ipv6hdr);
+	quoted = data + ETH_HLEN + ICMP6_ROOM;
+	if ((void *)quoted + QUOTE6 > end)
+		return TC_ACT_SHOT;
+	swap_macs(eth);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	__builtin_memset(ip, 0, sizeof(*ip));
+	ip->version = 6;
+	ip->payload_len = bpf_htons(8 + QUOTE6);
+	ip->nexthdr = IPPROTO_ICMPV6;
+	ip->hop_limit = 64;
+	ip->saddr = quoted->daddr;
+	ip->daddr = quoted->saddr;
+	__builtin_memset(icmp, 0, 8);
+	icmp[0] = 1; /* destination unreachable */
+	icmp[1] = 4; /* port unreachable */
+	struct {
+		struct in6_addr saddr;
+		struct in6_addr daddr;
+		__be32 len;
+		__u8 zero[3];
+		__u8 proto;
+	} pseudo;
+	__builtin_memset(&pseudo, 0, sizeof(pseudo));
+	pseudo.saddr = ip->saddr;
+	pseudo.daddr = ip->daddr;
+	pseudo.len = bpf_htonl(8 + QUOTE6);
+	pseudo.proto = IPPROTO_ICMPV6;
+	__u32 seed = (__u32)bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+	seed = (__u32)bpf_csum_diff(0, 0, (__be32 *)quoted, QUOTE6, seed);
+	__u16 sum = csum(icmp, 8, seed);
+	__builtin_memcpy(icmp + 2, &sum, sizeof(sum));
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 /* In from outside: to a frontend, it goes to the flow's backend instead. */
 SEC("classifier")
 int netlet_external_in(struct __sk_buff *skb)
@@ -397,8 +499,8 @@ int netlet_external_in(struct __sk_buff *skb)
 			int tracked = track4(&key, &to);
 			if (tracked == NOT_A_FRONTEND)
 				return TC_ACT_OK;
-			if (tracked == REFUSE && key.proto == IPPROTO_TCP)
-				return reset4(skb);
+			if (tracked == REFUSE)
+				return key.proto == IPPROTO_TCP ? reset4(skb) : unreachable4(skb);
 			if (tracked != TRACKED)
 				return TC_ACT_SHOT;
 		}
@@ -416,8 +518,8 @@ int netlet_external_in(struct __sk_buff *skb)
 			int tracked = track6(&key, &to);
 			if (tracked == NOT_A_FRONTEND)
 				return TC_ACT_OK;
-			if (tracked == REFUSE && key.proto == IPPROTO_TCP)
-				return reset6(skb);
+			if (tracked == REFUSE)
+				return key.proto == IPPROTO_TCP ? reset6(skb) : unreachable6(skb);
 			if (tracked != TRACKED)
 				return TC_ACT_SHOT;
 		}

@@ -121,9 +121,13 @@ fn outside_clients_reach_node_ports() {
     // from the NodePort, not from the backend.
     let got = ask("UDP4-SENDTO:192.0.2.1:30053", &|t| t.contains("udp"));
     assert_eq!(got.trim(), "udp");
-    // No backends: refused at once, as a closed port would be.
-    let got = ask("TCP4:192.0.2.1:30099,connect-timeout=5", &|t| t.contains("refused"));
-    assert!(got.contains("Connection refused"), "{got}");
+    // No backends: refused at once, as a closed port would be (a RST for
+    // TCP, ICMP port unreachable for UDP, both "Connection refused").
+    dp.apply(&plan("192.0.2.1", 30099, Protocol::Udp, &[])).unwrap();
+    for target in ["TCP4:192.0.2.1:30099,connect-timeout=5", "UDP4:192.0.2.1:30099"] {
+        let got = ask(target, &|t| t.contains("refused"));
+        assert!(got.contains("Connection refused"), "{target}: {got}");
+    }
 
     for s in &mut servers {
         let _ = s.kill();

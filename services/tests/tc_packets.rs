@@ -1,8 +1,8 @@
 //! The TC programs on crafted packets (BPF_PROG_TEST_RUN: the kernel runs
 //! the loaded program on a packet we build, and we read back the verdict
 //! and the packet): NodePort DNAT on the way in, reverse NAT on the way
-//! out, a frontend without backends refusing TCP with a reset (and
-//! dropping the rest), externalTrafficPolicy: Local
+//! out, a frontend without backends refusing TCP with a reset and UDP
+//! with ICMP port unreachable, externalTrafficPolicy: Local
 //! with no endpoint on this node dropped, loadBalancerSourceRanges
 //! enforced and changed, other traffic untouched; every
 //! rewritten packet has valid IP and L4 checksums.
@@ -202,9 +202,39 @@ fn tc_programs_on_crafted_packets() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(parse(&rst6), (ep("2001:db8::1", 30099), ep("2001:db8::99", 40001)));
     assert_eq!(rst6[54 + 13], 0x14);
+    // UDP is refused with ICMP port unreachable quoting the datagram.
     dp.apply(&external("192.0.2.1", 30099, Protocol::Udp, &[])).unwrap();
     let datagram = packet(UDP, ("198.51.100.7", 40001), ("192.0.2.1", 30099));
-    assert_eq!(dp.run_external(true, &datagram).unwrap().0, TC_ACT_SHOT);
+    let (verdict, icmp) = dp.run_external(true, &datagram).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(&icmp[12..14], &[0x08, 0x00]);
+    assert_eq!(fold(add(0, &icmp[14..34])), 0, "IPv4 header checksum");
+    assert_eq!(
+        (icmp[23], &icmp[26..30], &icmp[30..34]),
+        (1, &datagram[30..34], &datagram[26..34][..4])
+    );
+    assert_eq!((icmp[34], icmp[35]), (3, 3), "port unreachable");
+    assert_eq!(fold(add(0, &icmp[34..])), 0, "ICMP checksum");
+    assert_eq!(
+        &icmp[42..],
+        &datagram[14..42],
+        "the datagram's IP header and first 8 bytes quoted"
+    );
+    dp.apply(&external("2001:db8::1", 30099, Protocol::Udp, &[])).unwrap();
+    let datagram6 = packet(UDP, ("2001:db8::99", 40001), ("2001:db8::1", 30099));
+    let (verdict, icmp6) = dp.run_external(true, &datagram6).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        (icmp6[20], &icmp6[22..38], &icmp6[38..54]),
+        (58, &datagram6[38..54], &datagram6[22..38])
+    );
+    assert_eq!((icmp6[54], icmp6[55]), (1, 4), "port unreachable");
+    let pseudo6 = add(
+        add(0, &icmp6[22..54]),
+        &[0, 0, 0, (icmp6.len() - 54) as u8, 0, 0, 0, 58],
+    );
+    assert_eq!(fold(add(pseudo6, &icmp6[54..])), 0, "ICMPv6 checksum");
+    assert_eq!(&icmp6[62..], &datagram6[14..62]);
 
     // externalTrafficPolicy: Local with the only endpoint on another node:
     // traffic from outside is dropped here.
