@@ -124,6 +124,10 @@ pub(super) fn remove_other_versions(pin_dir: &Path) {
 /// /sys/fs/bpf if that is where it goes and nothing is mounted there yet
 /// (as Cilium does; many distributions leave it unmounted).
 pub(super) fn ensure_bpffs(pin_dir: &Path) -> Result<(), DatapathError> {
+    // Two loads at once in one process (tests do that) must not both see
+    // nothing mounted and stack a second bpffs over the first one's pins.
+    static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = MOUNTING.lock().unwrap_or_else(|p| p.into_inner());
     let root = Path::new("/sys/fs/bpf");
     let is_bpffs = |p: &Path| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC);
     if !is_bpffs(root) && pin_dir.starts_with(root) {
