@@ -66,13 +66,15 @@ pub async fn client_for(api: &standin::ApiServer) -> kube::Client {
     kube::Client::try_from(cfg).unwrap()
 }
 
-/// Polls `cond` until it holds or `what` times out (10 s).
+/// Polls `cond` until it holds or `what` times out (30 s: a watcher's
+/// relist after a 410 waits out kube's backoff, which on a loaded machine
+/// with earlier watch errors can take several seconds).
 pub async fn eventually<F, Fut>(what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if cond().await {
             return;
