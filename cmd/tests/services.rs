@@ -410,3 +410,93 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
         bed.rt.block_on(agent.shutdown());
     });
 }
+
+/// A Service whose every port goes to `backend`:8080.
+fn service_with_ports(name: &str, ports: u16) -> (Service, EndpointSlice) {
+    let service_ports: Vec<Value> = (0..ports)
+        .map(|p| json!({"name": format!("p{p}"), "port": 80 + p, "targetPort": 8080}))
+        .collect();
+    let slice_ports: Vec<Value> = (0..ports)
+        .map(|p| json!({"name": format!("p{p}"), "port": 8080, "protocol": "TCP"}))
+        .collect();
+    let service =
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"ports": service_ports}})).unwrap();
+    let slice = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-v4"), "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4", "ports": slice_ports,
+        "endpoints": [{"addresses": ["10.250.0.2"], "conditions": {"ready": true}, "nodeName": NODE}],
+    }))
+    .unwrap();
+    (service, slice)
+}
+
+#[test]
+fn a_service_that_did_not_fit_is_applied_once_there_is_room() {
+    if !testbed::require_privileges("a_service_that_did_not_fit_is_applied_once_there_is_room") {
+        return;
+    }
+    let node = Netns::new("svf").unwrap();
+    assert!(node
+        .exec(&["ip", "addr", "add", "10.250.0.2/32", "dev", "lo"])
+        .status
+        .success());
+    let cgroup = Cgroup::new("svf").unwrap();
+    let pins = testbed::PinDir::new("svf");
+    let mut server = node
+        .command("socat")
+        .args(["TCP4-LISTEN:8080,bind=10.250.0.2,reuseaddr,fork", "SYSTEM:echo pong"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    node.run(|| {
+        let bed = Bed::new(&["10.132.0.0/28"]);
+        // 16 entries: a Service of 8 ports (a head and a backend each) fills them.
+        let agent = bed.agent_with(json!({
+            "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 16},
+        }));
+        let (services, slices) = bed.rt.block_on(async {
+            let client = bed.client().await;
+            (
+                Api::<Service>::namespaced(client.clone(), "default"),
+                Api::<EndpointSlice>::namespaced(client, "default"),
+            )
+        });
+        let create = |name: &str, ports: u16| -> String {
+            let (service, slice) = service_with_ports(name, ports);
+            bed.rt.block_on(async {
+                let created = services.create(&PostParams::default(), &service).await.unwrap();
+                slices.create(&PostParams::default(), &slice).await.unwrap();
+                created.spec.unwrap().cluster_ip.unwrap()
+            })
+        };
+        create("big", 8);
+        let small = format!("TCP4:{}:80", create("small", 1));
+        let pong = |t: &str| t.contains("pong");
+
+        // The map is full: the agent says so, naming the map.
+        let degraded = (0..500).any(|_| {
+            let s = agent.status();
+            let full = s
+                .modules
+                .iter()
+                .any(|m| m.name == "services" && m.last_error.as_deref().is_some_and(|e| e.contains("is full")));
+            if !full {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            full
+        });
+        assert!(degraded, "{:?}", agent.status());
+
+        // Room is made elsewhere; the Service that did not fit is applied on
+        // the agent's own retry, without changing itself.
+        bed.rt
+            .block_on(services.delete("big", &DeleteParams::default()))
+            .unwrap();
+        let got = ask(&node, &cgroup, &small, pong);
+        assert!(pong(&got), "{got}");
+        bed.rt.block_on(agent.shutdown());
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -12,10 +12,13 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 
-use crate::cache::Kind;
+use crate::cache::{Changes, Kind};
 use crate::module::{MetricsSource, Module, ModuleContext, ModuleError};
 use metrics::ServicesMetrics;
 use sync::ServiceSync;
+
+/// How long after a failed pass the next full one comes.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct ServicesModule {
@@ -68,10 +71,20 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), Mo
     // The first look reports both kinds resynced: a full pass, which also
     // drops whatever an earlier agent left for Services now gone.
     let mut changes = ctx.cache.subscribe(&[Kind::Service, Kind::EndpointSlice, Kind::Node]);
+    // After a failed pass, everything is looked at again a little later
+    // (room may have been made in a full map, a port freed), until a full
+    // pass succeeds: a failure must not leave a Service stale until it
+    // happens to change again.
+    let mut behind = false;
     loop {
         let batch = tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
             c = changes.changed() => c,
+            _ = tokio::time::sleep(RETRY_AFTER), if behind => {
+                let mut all = Changes::default();
+                all.resynced.extend([Kind::Service, Kind::EndpointSlice]);
+                all
+            }
         };
         let start = Instant::now();
         let applied = sync.apply(&ctx.cache, &mut datapath, &batch);
@@ -82,8 +95,10 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), Mo
             result = result.and(health.set(ports).await);
         }
         if let Err(e) = &result {
-            tracing::warn!(error = %e, "Service datapath update failed");
+            tracing::warn!(error = %e, "Service datapath update failed; retrying in {RETRY_AFTER:?}");
         }
+        let full = batch.resynced.contains(&Kind::Service) || batch.resynced.contains(&Kind::EndpointSlice);
+        behind = result.is_err() || (behind && !full);
         ctx.status.record_reconcile(start.elapsed(), result);
     }
 }
