@@ -73,8 +73,14 @@ impl Drop for HealthServers {
 
 async fn serve(listener: TcpListener, health: Arc<Mutex<Health>>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: wait rather than spin.
+                tracing::warn!(error = %e, "health check port cannot accept");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let now = health.lock().expect("health lock").clone();
         tokio::spawn(answer(stream, now));
