@@ -3,4 +3,14 @@
 //! forwarding and caching for other names. hickory's types stay behind one
 //! module of this crate.
 //!
-//! Arrives with the cluster DNS issue.
+//! So far: what a name means in the zone (`name`) and the zone's answers
+//! (`zone`), independent of any wire format. Serving, forwarding and pod
+//! records arrive with the rest of the cluster DNS issue.
+
+pub mod name;
+pub mod zone;
+
+#[cfg(test)]
+mod zone_tests;
+
+pub use zone::{Answer, ClusterZone, QueryType, RData, Rcode, Record};

@@ -1,0 +1,412 @@
+//! The authority for the cluster zone: Services and their EndpointSlices
+//! turned into the answers the Kubernetes DNS-Based Service Discovery
+//! specification (1.1.0) gives, with no wire format in sight: A/AAAA for
+//! ClusterIPs (per family), the ready endpoints of headless Services and
+//! their hostnames, SRV for named ports with the targets' addresses as
+//! additional records, CNAME for ExternalName, the `dns-version` TXT, and
+//! NXDOMAIN or NODATA (with the zone's SOA) exactly where the spec says.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::name::{parse, ZoneName};
+
+/// The specification version `dns-version.<zone>` announces.
+pub const SPEC_VERSION: &str = "1.1.0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryType {
+    A,
+    Aaaa,
+    Cname,
+    Srv,
+    Txt,
+    Soa,
+    Other(u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RData {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Cname(String),
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
+    Txt(String),
+    Soa {
+        mname: String,
+        rname: String,
+        serial: u32,
+        refresh: u32,
+        retry: u32,
+        expire: u32,
+        minimum: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Owner name, absolute, spelled as the query spelled it.
+    pub name: String,
+    pub ttl: u32,
+    pub data: RData,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rcode {
+    NoError,
+    NxDomain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub rcode: Rcode,
+    pub answers: Vec<Record>,
+    pub additionals: Vec<Record>,
+    /// The zone's SOA on a negative answer (NXDOMAIN or NODATA).
+    pub authority: Vec<Record>,
+}
+
+/// One endpoint address of a headless Service, with the name it answers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    address: IpAddr,
+    /// Its hostname, or one made from the address (`10-42-0-5`).
+    hostname: String,
+}
+
+/// What the zone needs of one Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServiceRecord {
+    cluster_ips: Vec<IpAddr>,
+    headless: bool,
+    external_name: Option<String>,
+    /// Named ports: (name, protocol in lower case) -> port number. For a
+    /// headless Service, the endpoints' port of that name.
+    ports: BTreeMap<(String, String), u16>,
+    /// Ready endpoints (headless Services only).
+    endpoints: Vec<Endpoint>,
+}
+
+/// The cluster zone's contents.
+pub struct ClusterZone {
+    domain: String,
+    ttl: u32,
+    services: BTreeMap<(String, String), ServiceRecord>,
+}
+
+impl ClusterZone {
+    /// An empty zone for `domain` (e.g. `cluster.local`) whose records
+    /// live `ttl` seconds.
+    pub fn new(domain: &str, ttl: u32) -> ClusterZone {
+        ClusterZone {
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+            ttl,
+            services: BTreeMap::new(),
+        }
+    }
+
+    /// Sets (or replaces) the records of `service` from its EndpointSlices.
+    pub fn set_service(&mut self, service: &Service, slices: &[&EndpointSlice]) {
+        let (Some(ns), Some(name)) = (service.metadata.namespace.clone(), service.metadata.name.clone()) else {
+            return;
+        };
+        let Some(spec) = service.spec.as_ref() else {
+            return;
+        };
+        let headless = spec.cluster_ip.as_deref() == Some("None");
+        let cluster_ips = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.iter())
+            .filter_map(|a| a.parse().ok())
+            .collect::<BTreeSet<IpAddr>>()
+            .into_iter()
+            .collect();
+        let external_name = (spec.type_.as_deref() == Some("ExternalName"))
+            .then(|| spec.external_name.clone())
+            .flatten();
+        let mut ports = BTreeMap::new();
+        for p in spec.ports.iter().flatten() {
+            let Some(port_name) = p.name.clone().filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let protocol = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+            let number = match headless {
+                // The endpoints' port of the same name.
+                true => slices
+                    .iter()
+                    .flat_map(|s| s.ports.iter().flatten())
+                    .find(|sp| sp.name.as_deref() == Some(port_name.as_str()))
+                    .and_then(|sp| sp.port),
+                false => Some(p.port),
+            };
+            if let Some(n) = number.and_then(|n| u16::try_from(n).ok()) {
+                ports.insert((port_name.to_ascii_lowercase(), protocol), n);
+            }
+        }
+        let endpoints = match headless {
+            true => ready_endpoints(slices),
+            false => Vec::new(),
+        };
+        let record = ServiceRecord {
+            cluster_ips,
+            headless,
+            external_name,
+            ports,
+            endpoints,
+        };
+        self.services
+            .insert((ns.to_ascii_lowercase(), name.to_ascii_lowercase()), record);
+    }
+
+    pub fn remove_service(&mut self, namespace: &str, name: &str) {
+        self.services
+            .remove(&(namespace.to_ascii_lowercase(), name.to_ascii_lowercase()));
+    }
+
+    /// The answer to `qname`/`qtype`, or None when the name is not in the
+    /// cluster zone (it is someone else's to answer).
+    pub fn answer(&self, qname: &str, qtype: QueryType) -> Option<Answer> {
+        let owner = absolute(qname);
+        let answer = match parse(qname, &self.domain)? {
+            ZoneName::Apex => match qtype {
+                QueryType::Soa => self.positive(vec![self.soa()], vec![]),
+                _ => self.nodata(),
+            },
+            ZoneName::Interior => self.nodata(),
+            ZoneName::Unknown => self.nxdomain(),
+            ZoneName::DnsVersion => match qtype {
+                QueryType::Txt => self.positive(vec![self.record(&owner, RData::Txt(SPEC_VERSION.into()))], vec![]),
+                _ => self.nodata(),
+            },
+            ZoneName::Service { namespace, service } => match self.services.get(&(namespace, service)) {
+                None => self.nxdomain(),
+                Some(s) => self.service(&owner, s, qtype),
+            },
+            ZoneName::Endpoint {
+                namespace,
+                service,
+                hostname,
+            } => {
+                let endpoints: Vec<IpAddr> = self
+                    .services
+                    .get(&(namespace, service))
+                    .filter(|s| s.headless)
+                    .map(|s| {
+                        s.endpoints
+                            .iter()
+                            .filter(|e| e.hostname == hostname)
+                            .map(|e| e.address)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                match endpoints.is_empty() {
+                    true => self.nxdomain(),
+                    false => self.addresses(&owner, &endpoints, qtype),
+                }
+            }
+            ZoneName::Port {
+                namespace,
+                service,
+                port,
+                protocol,
+            } => {
+                let key = (namespace.clone(), service.clone());
+                match self
+                    .services
+                    .get(&key)
+                    .and_then(|s| s.ports.get(&(port, protocol)).map(|p| (s, *p)))
+                {
+                    None => self.nxdomain(),
+                    Some((s, number)) => match qtype {
+                        QueryType::Srv => self.srv(&owner, s, number, &namespace, &service),
+                        _ => self.nodata(),
+                    },
+                }
+            }
+        };
+        Some(answer)
+    }
+
+    fn service(&self, owner: &str, s: &ServiceRecord, qtype: QueryType) -> Answer {
+        if let Some(target) = &s.external_name {
+            return self.positive(vec![self.record(owner, RData::Cname(absolute(target)))], vec![]);
+        }
+        if s.headless {
+            // No ready endpoint: the name does not exist (yet).
+            if s.endpoints.is_empty() {
+                return self.nxdomain();
+            }
+            let addresses: Vec<IpAddr> = s.endpoints.iter().map(|e| e.address).collect();
+            return self.addresses(owner, &addresses, qtype);
+        }
+        self.addresses(owner, &s.cluster_ips, qtype)
+    }
+
+    /// A or AAAA records of those `addresses` of the asked family; NODATA
+    /// when there are none or another type was asked.
+    fn addresses(&self, owner: &str, addresses: &[IpAddr], qtype: QueryType) -> Answer {
+        let records = address_records(addresses, qtype)
+            .into_iter()
+            .map(|d| self.record(owner, d))
+            .collect::<Vec<_>>();
+        match records.is_empty() {
+            true => self.nodata(),
+            false => self.positive(records, vec![]),
+        }
+    }
+
+    /// SRV for a named port: the Service name for a ClusterIP Service, each
+    /// ready endpoint's name for a headless one; their addresses follow as
+    /// additional records.
+    fn srv(&self, owner: &str, s: &ServiceRecord, port: u16, namespace: &str, service: &str) -> Answer {
+        let service_name = format!("{service}.{namespace}.svc.{}.", self.domain);
+        let mut answers = Vec::new();
+        let mut additionals = Vec::new();
+        if s.headless {
+            let weight = u16::try_from(100 / s.endpoints.len().max(1)).unwrap_or(1).max(1);
+            let mut targets: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+            for e in &s.endpoints {
+                targets
+                    .entry(format!("{}.{service_name}", e.hostname))
+                    .or_default()
+                    .push(e.address);
+            }
+            for (target, addresses) in targets {
+                let srv = RData::Srv {
+                    priority: 0,
+                    weight,
+                    port,
+                    target: target.clone(),
+                };
+                answers.push(self.record(owner, srv));
+                additionals.extend(self.all_addresses(&target, &addresses));
+            }
+        } else {
+            let srv = RData::Srv {
+                priority: 0,
+                weight: 100,
+                port,
+                target: service_name.clone(),
+            };
+            answers.push(self.record(owner, srv));
+            additionals.extend(self.all_addresses(&service_name, &s.cluster_ips));
+        }
+        match answers.is_empty() {
+            true => self.nxdomain(),
+            false => self.positive(answers, additionals),
+        }
+    }
+
+    fn all_addresses(&self, owner: &str, addresses: &[IpAddr]) -> Vec<Record> {
+        [QueryType::A, QueryType::Aaaa]
+            .into_iter()
+            .flat_map(|t| address_records(addresses, t))
+            .map(|d| self.record(owner, d))
+            .collect()
+    }
+
+    fn record(&self, owner: &str, data: RData) -> Record {
+        Record {
+            name: owner.to_string(),
+            ttl: self.ttl,
+            data,
+        }
+    }
+
+    fn positive(&self, answers: Vec<Record>, additionals: Vec<Record>) -> Answer {
+        Answer {
+            rcode: Rcode::NoError,
+            answers,
+            additionals,
+            authority: Vec::new(),
+        }
+    }
+
+    fn negative(&self, rcode: Rcode) -> Answer {
+        Answer {
+            rcode,
+            answers: Vec::new(),
+            additionals: Vec::new(),
+            authority: vec![self.soa()],
+        }
+    }
+
+    fn nxdomain(&self) -> Answer {
+        self.negative(Rcode::NxDomain)
+    }
+
+    /// The name exists but has no records of the asked type.
+    fn nodata(&self) -> Answer {
+        self.negative(Rcode::NoError)
+    }
+
+    /// The zone's SOA; its minimum (the negative TTL) is the record TTL.
+    fn soa(&self) -> Record {
+        let zone = format!("{}.", self.domain);
+        Record {
+            name: zone.clone(),
+            ttl: self.ttl,
+            data: RData::Soa {
+                mname: format!("ns.dns.{zone}"),
+                rname: format!("hostmaster.{zone}"),
+                serial: 1,
+                refresh: 7200,
+                retry: 1800,
+                expire: 86400,
+                minimum: self.ttl,
+            },
+        }
+    }
+}
+
+fn absolute(name: &str) -> String {
+    match name.ends_with('.') {
+        true => name.to_string(),
+        false => format!("{name}."),
+    }
+}
+
+fn address_records(addresses: &[IpAddr], qtype: QueryType) -> Vec<RData> {
+    addresses
+        .iter()
+        .filter_map(|a| match (a, qtype) {
+            (IpAddr::V4(v4), QueryType::A) => Some(RData::A(*v4)),
+            (IpAddr::V6(v6), QueryType::Aaaa) => Some(RData::Aaaa(*v6)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The ready endpoints of all slices, each under its hostname or, without
+/// one, a name made from its address (`10-42-0-5`, `fd00-42--5`).
+fn ready_endpoints(slices: &[&EndpointSlice]) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for slice in slices {
+        for e in &slice.endpoints {
+            if !e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true) {
+                continue;
+            }
+            for address in e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                let hostname = e
+                    .hostname
+                    .clone()
+                    .map(|h| h.to_ascii_lowercase())
+                    .unwrap_or_else(|| address.to_string().replace(['.', ':'], "-"));
+                out.push(Endpoint { address, hostname });
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.hostname, a.address).cmp(&(&b.hostname, b.address)));
+    out.dedup();
+    out
+}

@@ -1,0 +1,208 @@
+//! The zone's answers, rule by rule of the specification.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::{json, Value};
+
+use crate::zone::{Answer, ClusterZone, QueryType, RData, Rcode};
+
+fn service(name: &str, spec: Value) -> Service {
+    serde_json::from_value(json!({"metadata": {"name": name, "namespace": "demo"}, "spec": spec})).unwrap()
+}
+
+fn slice(family: &str, ports: Value, endpoints: Value) -> EndpointSlice {
+    serde_json::from_value(
+        json!({"metadata": {"name": "x"}, "addressType": family, "ports": ports, "endpoints": endpoints}),
+    )
+    .unwrap()
+}
+
+fn zone() -> ClusterZone {
+    let mut z = ClusterZone::new("cluster.local", 5);
+    z.set_service(
+        &service(
+            "web",
+            json!({"clusterIP": "10.43.0.10", "clusterIPs": ["10.43.0.10", "fd00:43::a"],
+                   "ports": [{"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}, {"port": 9}]}),
+        ),
+        &[],
+    );
+    z.set_service(
+        &service("v4only", json!({"clusterIP": "10.43.0.11", "ports": [{"port": 80}]})),
+        &[],
+    );
+    let db = slice(
+        "IPv4",
+        json!([{"name": "sql", "port": 5432}]),
+        json!([{"addresses": ["10.42.0.5"], "hostname": "db-0"},
+               {"addresses": ["10.42.0.6"]},
+               {"addresses": ["10.42.0.7"], "conditions": {"ready": false}}]),
+    );
+    z.set_service(
+        &service(
+            "db",
+            json!({"clusterIP": "None", "ports": [{"name": "sql", "port": 5432}]}),
+        ),
+        &[&db],
+    );
+    z.set_service(&service("empty", json!({"clusterIP": "None"})), &[]);
+    z.set_service(
+        &service(
+            "upstream",
+            json!({"type": "ExternalName", "externalName": "example.org"}),
+        ),
+        &[],
+    );
+    z
+}
+
+fn ask(name: &str, t: QueryType) -> Answer {
+    zone().answer(name, t).expect("in the zone")
+}
+
+fn addresses(a: &Answer) -> Vec<IpAddr> {
+    a.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(v4) => Some(IpAddr::V4(*v4)),
+            RData::Aaaa(v6) => Some(IpAddr::V6(*v6)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn cluster_ip_services_answer_per_family() {
+    let a = ask("web.demo.svc.cluster.local.", QueryType::A);
+    assert_eq!((a.rcode, addresses(&a)), (Rcode::NoError, vec![ip("10.43.0.10")]));
+    assert_eq!(a.answers[0].ttl, 5);
+    let aaaa = ask("web.demo.svc.cluster.local.", QueryType::Aaaa);
+    assert_eq!(addresses(&aaaa), vec![ip("fd00:43::a")]);
+    // An IPv4-only Service has the name but no AAAA: NODATA, with the SOA.
+    let nodata = ask("v4only.demo.svc.cluster.local.", QueryType::Aaaa);
+    assert_eq!((nodata.rcode, nodata.answers.len()), (Rcode::NoError, 0));
+    assert!(matches!(nodata.authority[0].data, RData::Soa { minimum: 5, .. }));
+}
+
+#[test]
+fn unknown_names_are_nxdomain_and_interior_names_nodata() {
+    for name in ["nope.demo.svc.cluster.local.", "a.b.c.d.e.svc.cluster.local."] {
+        let a = ask(name, QueryType::A);
+        assert_eq!(a.rcode, Rcode::NxDomain, "{name}");
+        assert!(matches!(a.authority[0].data, RData::Soa { .. }));
+    }
+    for name in ["demo.svc.cluster.local.", "svc.cluster.local.", "cluster.local."] {
+        let a = ask(name, QueryType::A);
+        assert_eq!((a.rcode, a.answers.len()), (Rcode::NoError, 0), "{name}");
+    }
+    assert!(
+        zone().answer("example.org.", QueryType::A).is_none(),
+        "not ours to answer"
+    );
+    let soa = ask("cluster.local.", QueryType::Soa);
+    assert!(matches!(soa.answers[0].data, RData::Soa { .. }), "the apex has the SOA");
+}
+
+#[test]
+fn answers_echo_the_query_spelling() {
+    let a = ask("WeB.Demo.SVC.cluster.LOCAL", QueryType::A);
+    assert_eq!(a.answers[0].name, "WeB.Demo.SVC.cluster.LOCAL.");
+}
+
+#[test]
+fn named_ports_have_srv_records_with_their_addresses() {
+    let a = ask("_http._tcp.web.demo.svc.cluster.local.", QueryType::Srv);
+    assert_eq!(
+        a.answers[0].data,
+        RData::Srv {
+            priority: 0,
+            weight: 100,
+            port: 80,
+            target: "web.demo.svc.cluster.local.".into()
+        }
+    );
+    let extra: Vec<IpAddr> = a
+        .additionals
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(v4) => Some(IpAddr::V4(*v4)),
+            RData::Aaaa(v6) => Some(IpAddr::V6(*v6)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(extra, vec![ip("10.43.0.10"), ip("fd00:43::a")]);
+    let udp = ask("_dns._udp.web.demo.svc.cluster.local.", QueryType::Srv);
+    assert!(matches!(udp.answers[0].data, RData::Srv { port: 53, .. }));
+    assert_eq!(
+        ask("_dns._tcp.web.demo.svc.cluster.local.", QueryType::Srv).rcode,
+        Rcode::NxDomain,
+        "the protocol is part of the name"
+    );
+    assert_eq!(
+        ask("_http._tcp.web.demo.svc.cluster.local.", QueryType::A)
+            .answers
+            .len(),
+        0,
+        "the name exists, an A of it does not"
+    );
+}
+
+#[test]
+fn headless_services_answer_with_their_ready_endpoints() {
+    let a = ask("db.demo.svc.cluster.local.", QueryType::A);
+    assert_eq!(
+        addresses(&a),
+        vec![ip("10.42.0.6"), ip("10.42.0.5")],
+        "not the unready one"
+    );
+    let one = ask("db-0.db.demo.svc.cluster.local.", QueryType::A);
+    assert_eq!(addresses(&one), vec![ip("10.42.0.5")]);
+    let dashed = ask("10-42-0-6.db.demo.svc.cluster.local.", QueryType::A);
+    assert_eq!(addresses(&dashed), vec![ip("10.42.0.6")], "endpoints without hostname");
+    assert_eq!(
+        ask("10-42-0-7.db.demo.svc.cluster.local.", QueryType::A).rcode,
+        Rcode::NxDomain
+    );
+    let srv = ask("_sql._tcp.db.demo.svc.cluster.local.", QueryType::Srv);
+    let targets: Vec<String> = srv
+        .answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::Srv { target, port, .. } => format!("{target}:{port}"),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "10-42-0-6.db.demo.svc.cluster.local.:5432",
+            "db-0.db.demo.svc.cluster.local.:5432"
+        ]
+    );
+    assert_eq!(srv.additionals.len(), 2);
+    assert_eq!(
+        ask("empty.demo.svc.cluster.local.", QueryType::A).rcode,
+        Rcode::NxDomain,
+        "no ready endpoint: no name"
+    );
+}
+
+#[test]
+fn external_names_are_cnames_and_the_version_is_announced() {
+    let a = ask("upstream.demo.svc.cluster.local.", QueryType::A);
+    assert_eq!(a.answers[0].data, RData::Cname("example.org.".into()));
+    let v = ask("dns-version.cluster.local.", QueryType::Txt);
+    assert_eq!(v.answers[0].data, RData::Txt("1.1.0".into()));
+    let mut z = zone();
+    z.remove_service("demo", "web");
+    assert_eq!(
+        z.answer("web.demo.svc.cluster.local.", QueryType::A).unwrap().rcode,
+        Rcode::NxDomain
+    );
+}
