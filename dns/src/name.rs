@@ -120,3 +120,55 @@ mod tests {
         assert_eq!(parse("notcluster.local", zone), None, "a suffix is not a zone");
     }
 }
+
+/// The address a reverse name (`d.c.b.a.in-addr.arpa`, or 32 nibbles then
+/// `ip6.arpa`) stands for; None when it is not a complete one.
+pub fn reverse(name: &str) -> Option<std::net::IpAddr> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if let Some(v4) = name.strip_suffix(".in-addr.arpa") {
+        let mut octets: Vec<u8> = v4.split('.').map(|o| o.parse().ok()).collect::<Option<_>>()?;
+        if octets.len() != 4 {
+            return None;
+        }
+        octets.reverse();
+        return Some(std::net::IpAddr::from([octets[0], octets[1], octets[2], octets[3]]));
+    }
+    let v6 = name.strip_suffix(".ip6.arpa")?;
+    let nibbles: Vec<u8> = v6
+        .split('.')
+        .map(|n| match n.len() {
+            1 => u8::from_str_radix(n, 16).ok(),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, pair) in nibbles.rchunks(2).enumerate() {
+        // Reversed: the last label is the first nibble.
+        bytes[i] = (pair[1] << 4) | pair[0];
+    }
+    Some(std::net::IpAddr::from(bytes))
+}
+
+#[cfg(test)]
+mod reverse_tests {
+    use super::reverse;
+
+    #[test]
+    fn reverse_names_in_both_families() {
+        assert_eq!(reverse("10.0.43.10.in-addr.arpa."), Some("10.43.0.10".parse().unwrap()));
+        let v6 = "a.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.4.0.0.0.0.d.f.ip6.arpa.";
+        assert_eq!(reverse(v6), Some("fd00:43::a".parse().unwrap()));
+        assert_eq!(reverse(&v6.to_ascii_uppercase()), Some("fd00:43::a".parse().unwrap()));
+        for bad in [
+            "0.43.10.in-addr.arpa",
+            "300.0.43.10.in-addr.arpa",
+            "0.ip6.arpa",
+            "example.org",
+        ] {
+            assert_eq!(reverse(bad), None, "{bad}");
+        }
+    }
+}

@@ -24,6 +24,7 @@ pub enum QueryType {
     Cname,
     Srv,
     Txt,
+    Ptr,
     Soa,
     Other(u16),
 }
@@ -40,6 +41,7 @@ pub enum RData {
         target: String,
     },
     Txt(String),
+    Ptr(String),
     Soa {
         mname: String,
         rname: String,
@@ -100,6 +102,8 @@ pub struct ClusterZone {
     domain: String,
     ttl: u32,
     services: BTreeMap<(String, String), ServiceRecord>,
+    /// Names each ClusterIP and headless endpoint address has, for PTR.
+    reverse: BTreeMap<IpAddr, BTreeSet<String>>,
 }
 
 impl ClusterZone {
@@ -110,6 +114,7 @@ impl ClusterZone {
             domain: domain.trim_end_matches('.').to_ascii_lowercase(),
             ttl,
             services: BTreeMap::new(),
+            reverse: BTreeMap::new(),
         }
     }
 
@@ -164,19 +169,61 @@ impl ClusterZone {
             ports,
             endpoints,
         };
-        self.services
-            .insert((ns.to_ascii_lowercase(), name.to_ascii_lowercase()), record);
+        self.remove_service(&ns, &name);
+        let key = (ns.to_ascii_lowercase(), name.to_ascii_lowercase());
+        for (address, target) in self.pointers(&key, &record) {
+            self.reverse.entry(address).or_default().insert(target);
+        }
+        self.services.insert(key, record);
     }
 
     pub fn remove_service(&mut self, namespace: &str, name: &str) {
-        self.services
-            .remove(&(namespace.to_ascii_lowercase(), name.to_ascii_lowercase()));
+        let key = (namespace.to_ascii_lowercase(), name.to_ascii_lowercase());
+        let Some(old) = self.services.remove(&key) else {
+            return;
+        };
+        for (address, target) in self.pointers(&key, &old) {
+            if let Some(names) = self.reverse.get_mut(&address) {
+                names.remove(&target);
+                if names.is_empty() {
+                    self.reverse.remove(&address);
+                }
+            }
+        }
+    }
+
+    /// The PTR records a Service brings: each ClusterIP to the Service's
+    /// name, each headless endpoint to its own name.
+    fn pointers(&self, (ns, name): &(String, String), s: &ServiceRecord) -> Vec<(IpAddr, String)> {
+        let service_name = format!("{name}.{ns}.svc.{}.", self.domain);
+        let mut out: Vec<(IpAddr, String)> = s.cluster_ips.iter().map(|a| (*a, service_name.clone())).collect();
+        out.extend(
+            s.endpoints
+                .iter()
+                .map(|e| (e.address, format!("{}.{service_name}", e.hostname))),
+        );
+        out
     }
 
     /// The answer to `qname`/`qtype`, or None when the name is not in the
     /// cluster zone (it is someone else's to answer).
     pub fn answer(&self, qname: &str, qtype: QueryType) -> Option<Answer> {
         let owner = absolute(qname);
+        // Reverse names of addresses the zone knows; others are left to
+        // whoever answers for the rest of the reverse tree.
+        if let Some(address) = crate::name::reverse(qname) {
+            let names = self.reverse.get(&address)?;
+            return Some(match qtype {
+                QueryType::Ptr => {
+                    let records = names
+                        .iter()
+                        .map(|n| self.record(&owner, RData::Ptr(n.clone())))
+                        .collect();
+                    self.positive(records, vec![])
+                }
+                _ => self.nodata(),
+            });
+        }
         let answer = match parse(qname, &self.domain)? {
             ZoneName::Apex => match qtype {
                 QueryType::Soa => self.positive(vec![self.soa()], vec![]),

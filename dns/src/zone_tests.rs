@@ -206,3 +206,29 @@ fn external_names_are_cnames_and_the_version_is_announced() {
         Rcode::NxDomain
     );
 }
+
+#[test]
+fn cluster_ips_and_endpoints_have_ptr_records_in_both_families() {
+    let mut z = zone();
+    let ptr = |z: &ClusterZone, name: &str| -> Option<Vec<RData>> {
+        z.answer(name, QueryType::Ptr)
+            .map(|a| a.answers.into_iter().map(|r| r.data).collect())
+    };
+    assert_eq!(
+        ptr(&z, "10.0.43.10.in-addr.arpa."),
+        Some(vec![RData::Ptr("web.demo.svc.cluster.local.".into())])
+    );
+    let v6 = "a.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.4.0.0.0.0.d.f.ip6.arpa.";
+    assert_eq!(
+        ptr(&z, v6),
+        Some(vec![RData::Ptr("web.demo.svc.cluster.local.".into())])
+    );
+    assert_eq!(
+        ptr(&z, "5.0.42.10.in-addr.arpa."),
+        Some(vec![RData::Ptr("db-0.db.demo.svc.cluster.local.".into())]),
+        "a headless endpoint points at its own name"
+    );
+    assert_eq!(ptr(&z, "9.9.9.9.in-addr.arpa."), None, "not an address of the zone");
+    z.remove_service("demo", "web");
+    assert_eq!(ptr(&z, "10.0.43.10.in-addr.arpa."), None, "gone with its Service");
+}
