@@ -13,4 +13,4 @@ pub mod zone;
 #[cfg(test)]
 mod zone_tests;
 
-pub use zone::{Answer, ClusterZone, QueryType, RData, Rcode, Record};
+pub use zone::{Answer, ClusterZone, PodRecords, QueryType, RData, Rcode, Record};

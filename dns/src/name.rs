@@ -29,6 +29,13 @@ pub enum ZoneName {
         port: String,
         protocol: String,
     },
+    /// `<a-b-c-d>.<ns>.pod.<zone>`: a pod by its address, dashed.
+    Pod {
+        namespace: String,
+        address: std::net::IpAddr,
+    },
+    /// `pod.<zone>` or `<ns>.pod.<zone>`.
+    PodInterior,
     /// Anything else under the zone: it does not exist.
     Unknown,
 }
@@ -53,6 +60,14 @@ pub fn parse(name: &str, zone: &str) -> Option<ZoneName> {
         [] => ZoneName::Apex,
         ["dns-version"] => ZoneName::DnsVersion,
         ["svc"] | [_, "svc"] => ZoneName::Interior,
+        ["pod"] | [_, "pod"] => ZoneName::PodInterior,
+        [dashed, ns, "pod"] => match undash(dashed) {
+            Some(address) => ZoneName::Pod {
+                namespace: ns.to_string(),
+                address,
+            },
+            None => ZoneName::Unknown,
+        },
         [service, ns, "svc"] => ZoneName::Service {
             namespace: ns.to_string(),
             service: service.to_string(),
@@ -116,9 +131,38 @@ mod tests {
             assert_eq!(parse(interior, zone), Some(ZoneName::Interior), "{interior}");
         }
         assert_eq!(parse("a.b.c.d.e.svc.cluster.local", zone), Some(ZoneName::Unknown));
+        assert_eq!(
+            parse("10-42-0-5.demo.pod.cluster.local", zone),
+            Some(ZoneName::Pod {
+                namespace: "demo".into(),
+                address: "10.42.0.5".parse().unwrap()
+            })
+        );
+        assert_eq!(
+            parse("fd00-42--5.demo.pod.cluster.local", zone),
+            Some(ZoneName::Pod {
+                namespace: "demo".into(),
+                address: "fd00:42::5".parse().unwrap()
+            })
+        );
+        assert_eq!(parse("10-42-0.demo.pod.cluster.local", zone), Some(ZoneName::Unknown));
+        assert_eq!(parse("demo.pod.cluster.local", zone), Some(ZoneName::PodInterior));
         assert_eq!(parse("example.org", zone), None, "outside the zone");
         assert_eq!(parse("notcluster.local", zone), None, "a suffix is not a zone");
     }
+}
+
+/// `10-42-0-5` as 10.42.0.5; `fd00-42--5` as fd00:42::5.
+fn undash(label: &str) -> Option<std::net::IpAddr> {
+    let v4 = label.replace('-', ".");
+    if let Ok(a) = v4.parse::<std::net::Ipv4Addr>() {
+        return Some(a.into());
+    }
+    label
+        .replace('-', ":")
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(Into::into)
 }
 
 /// The address a reverse name (`d.c.b.a.in-addr.arpa`, or 32 nibbles then

@@ -97,6 +97,20 @@ struct ServiceRecord {
     endpoints: Vec<Endpoint>,
 }
 
+/// Which `<a-b-c-d>.<ns>.pod.<zone>` names exist (CoreDNS's `pods`
+/// option, whose default is `verified` here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodRecords {
+    /// None do.
+    Disabled,
+    /// Every well-formed one, pod or not (kube-dns' old behaviour).
+    Insecure,
+    /// Only those of a pod the zone knows in that namespace with that
+    /// address.
+    #[default]
+    Verified,
+}
+
 /// The cluster zone's contents.
 pub struct ClusterZone {
     domain: String,
@@ -104,6 +118,9 @@ pub struct ClusterZone {
     services: BTreeMap<(String, String), ServiceRecord>,
     /// Names each ClusterIP and headless endpoint address has, for PTR.
     reverse: BTreeMap<IpAddr, BTreeSet<String>>,
+    pod_records: PodRecords,
+    /// (namespace, address) of the pods the zone knows.
+    pods: BTreeSet<(String, IpAddr)>,
 }
 
 impl ClusterZone {
@@ -115,6 +132,8 @@ impl ClusterZone {
             ttl,
             services: BTreeMap::new(),
             reverse: BTreeMap::new(),
+            pod_records: PodRecords::default(),
+            pods: BTreeSet::new(),
         }
     }
 
@@ -177,6 +196,22 @@ impl ClusterZone {
         self.services.insert(key, record);
     }
 
+    pub fn set_pod_records(&mut self, mode: PodRecords) {
+        self.pod_records = mode;
+    }
+
+    /// Sets the addresses of the pod `namespace`/`name` (for verified pod
+    /// records), replacing what it had.
+    pub fn set_pod(&mut self, namespace: &str, old: &[IpAddr], new: &[IpAddr]) {
+        let ns = namespace.to_ascii_lowercase();
+        for a in old {
+            self.pods.remove(&(ns.clone(), *a));
+        }
+        for a in new {
+            self.pods.insert((ns.clone(), *a));
+        }
+    }
+
     pub fn remove_service(&mut self, namespace: &str, name: &str) {
         let key = (namespace.to_ascii_lowercase(), name.to_ascii_lowercase());
         let Some(old) = self.services.remove(&key) else {
@@ -230,6 +265,21 @@ impl ClusterZone {
                 _ => self.nodata(),
             },
             ZoneName::Interior => self.nodata(),
+            ZoneName::PodInterior => match self.pod_records {
+                PodRecords::Disabled => self.nxdomain(),
+                _ => self.nodata(),
+            },
+            ZoneName::Pod { namespace, address } => {
+                let exists = match self.pod_records {
+                    PodRecords::Disabled => false,
+                    PodRecords::Insecure => true,
+                    PodRecords::Verified => self.pods.contains(&(namespace, address)),
+                };
+                match exists {
+                    true => self.addresses(&owner, &[address], qtype),
+                    false => self.nxdomain(),
+                }
+            }
             ZoneName::Unknown => self.nxdomain(),
             ZoneName::DnsVersion => match qtype {
                 QueryType::Txt => self.positive(vec![self.record(&owner, RData::Txt(SPEC_VERSION.into()))], vec![]),
@@ -286,7 +336,17 @@ impl ClusterZone {
 
     fn service(&self, owner: &str, s: &ServiceRecord, qtype: QueryType) -> Answer {
         if let Some(target) = &s.external_name {
-            return self.positive(vec![self.record(owner, RData::Cname(absolute(target)))], vec![]);
+            let mut answers = vec![self.record(owner, RData::Cname(absolute(target)))];
+            // A target in the zone is chased, once: its records follow.
+            if let Some(Answer {
+                rcode: Rcode::NoError,
+                answers: more,
+                ..
+            }) = self.chase(target, qtype)
+            {
+                answers.extend(more);
+            }
+            return self.positive(answers, vec![]);
         }
         if s.headless {
             // No ready endpoint: the name does not exist (yet).
@@ -297,6 +357,21 @@ impl ClusterZone {
             return self.addresses(owner, &addresses, qtype);
         }
         self.addresses(owner, &s.cluster_ips, qtype)
+    }
+
+    /// The answer for an ExternalName's target if it is in the zone and is
+    /// not itself an ExternalName (no chains of them are followed).
+    fn chase(&self, target: &str, qtype: QueryType) -> Option<Answer> {
+        match parse(target, &self.domain)? {
+            ZoneName::Service { namespace, service } => {
+                let s = self.services.get(&(namespace, service))?;
+                if s.external_name.is_some() {
+                    return None;
+                }
+                Some(self.service(&absolute(target), s, qtype))
+            }
+            _ => None,
+        }
     }
 
     /// A or AAAA records of those `addresses` of the asked family; NODATA

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
 
-use crate::zone::{Answer, ClusterZone, QueryType, RData, Rcode};
+use crate::zone::{Answer, ClusterZone, PodRecords, QueryType, RData, Rcode};
 
 fn service(name: &str, spec: Value) -> Service {
     serde_json::from_value(json!({"metadata": {"name": name, "namespace": "demo"}, "spec": spec})).unwrap()
@@ -231,4 +231,54 @@ fn cluster_ips_and_endpoints_have_ptr_records_in_both_families() {
     assert_eq!(ptr(&z, "9.9.9.9.in-addr.arpa."), None, "not an address of the zone");
     z.remove_service("demo", "web");
     assert_eq!(ptr(&z, "10.0.43.10.in-addr.arpa."), None, "gone with its Service");
+}
+
+#[test]
+fn pod_records_in_each_mode() {
+    let mut z = zone();
+    let name = "10-42-0-9.demo.pod.cluster.local.";
+    z.set_pod("demo", &[], &[ip("10.42.0.9")]);
+    let a = z.answer(name, QueryType::A).unwrap();
+    assert_eq!(
+        addresses(&a),
+        vec![ip("10.42.0.9")],
+        "verified: a pod with that address"
+    );
+    assert_eq!(
+        z.answer("10-42-0-9.other.pod.cluster.local.", QueryType::A)
+            .unwrap()
+            .rcode,
+        Rcode::NxDomain,
+        "verified: not in another namespace"
+    );
+    z.set_pod_records(PodRecords::Insecure);
+    let any = z.answer("10-42-7-7.other.pod.cluster.local.", QueryType::A).unwrap();
+    assert_eq!(addresses(&any), vec![ip("10.42.7.7")], "insecure: any well-formed name");
+    let v6 = z.answer("fd00-42--9.demo.pod.cluster.local.", QueryType::Aaaa).unwrap();
+    assert_eq!(addresses(&v6), vec![ip("fd00:42::9")]);
+    z.set_pod_records(PodRecords::Disabled);
+    assert_eq!(z.answer(name, QueryType::A).unwrap().rcode, Rcode::NxDomain);
+    z.set_pod_records(PodRecords::Verified);
+    z.set_pod("demo", &[ip("10.42.0.9")], &[]);
+    assert_eq!(
+        z.answer(name, QueryType::A).unwrap().rcode,
+        Rcode::NxDomain,
+        "gone with its pod"
+    );
+}
+
+#[test]
+fn an_external_name_in_the_zone_is_chased() {
+    let mut z = zone();
+    z.set_service(
+        &service(
+            "alias",
+            json!({"type": "ExternalName", "externalName": "web.demo.svc.cluster.local"}),
+        ),
+        &[],
+    );
+    let a = z.answer("alias.demo.svc.cluster.local.", QueryType::A).unwrap();
+    assert_eq!(a.answers[0].data, RData::Cname("web.demo.svc.cluster.local.".into()));
+    assert_eq!(addresses(&a), vec![ip("10.43.0.10")]);
+    assert_eq!(a.answers[1].name, "web.demo.svc.cluster.local.");
 }
