@@ -33,16 +33,12 @@
 //! that changed; a full sync rewrites every chain.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::Write as _;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use testbed::Netns;
 
 /// Namespace, port name, ports and protocol of every generated Service; the
 /// same shape as the `cache-memory` benchmark's Services.
@@ -440,40 +436,18 @@ impl Ruleset {
     }
 
     /// Applies `input` with `iptables-restore` inside the network namespace
-    /// at `netns` (e.g. `/run/netns/NAME`) as kube-proxy runs it (see
+    /// `netns` as kube-proxy runs it (see
     /// [`RESTORE_ARGS`]: `--noflush` for full and partial syncs alike) and
     /// returns the wall time from spawning the process to its exit.
-    pub fn apply(&self, input: &str, netns: &Path) -> anyhow::Result<Duration> {
+    pub fn apply(&self, input: &str, netns: &Netns) -> anyhow::Result<Duration> {
         restore(input, netns)
     }
 }
 
-/// A command whose process runs in the network namespace at `netns`. The
-/// namespace file is opened here; the child enters it between fork and exec
-/// (no `nsenter` process in the timed path).
-fn command_in(netns: &Path, program: &str) -> anyhow::Result<(Command, File)> {
-    let ns = File::open(netns).with_context(|| format!("cannot open network namespace {}", netns.display()))?;
-    let fd = ns.as_raw_fd();
-    let mut cmd = Command::new(program);
-    // SAFETY: setns(2) is a plain system call, async-signal-safe, and the
-    // closure allocates nothing. `fd` stays open until the caller drops the
-    // returned File, after the child has been spawned.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    Ok((cmd, ns))
-}
-
 /// `iptables-restore` with kube-proxy's arguments, `input` on stdin, inside
 /// `netns`; the wall time of the process.
-pub fn restore(input: &str, netns: &Path) -> anyhow::Result<Duration> {
-    let (mut cmd, _ns) = command_in(netns, "iptables-restore")?;
+pub fn restore(input: &str, netns: &Netns) -> anyhow::Result<Duration> {
+    let mut cmd = netns.command("iptables-restore");
     cmd.args(RESTORE_ARGS)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -497,8 +471,8 @@ pub fn restore(input: &str, netns: &Path) -> anyhow::Result<Duration> {
 
 /// `iptables-save -t <table>` inside `netns`, and how long it took (what
 /// kube-proxy pays to find stale chains).
-pub fn save(table: &str, netns: &Path) -> anyhow::Result<(String, Duration)> {
-    let (mut cmd, _ns) = command_in(netns, "iptables-save")?;
+pub fn save(table: &str, netns: &Netns) -> anyhow::Result<(String, Duration)> {
+    let mut cmd = netns.command("iptables-save");
     cmd.args(["-t", table]);
     let start = Instant::now();
     let out = cmd.output().context("cannot run iptables-save")?;
@@ -513,8 +487,8 @@ pub fn save(table: &str, netns: &Path) -> anyhow::Result<(String, Duration)> {
 }
 
 /// Exit code of `iptables -w 5 -W 100000 <args>` in `netns`.
-fn iptables(netns: &Path, args: &[&str]) -> anyhow::Result<i32> {
-    let (mut cmd, _ns) = command_in(netns, "iptables")?;
+fn iptables(netns: &Netns, args: &[&str]) -> anyhow::Result<i32> {
+    let mut cmd = netns.command("iptables");
     let out = cmd
         .args(WAIT_ARGS)
         .args(args)
@@ -536,7 +510,7 @@ fn iptables(netns: &Path, args: &[&str]) -> anyhow::Result<i32> {
 /// What kube-proxy does before every full sync: for each jump rule from a
 /// built-in chain, `iptables -N` (exit 1: exists) and `iptables -C`, then
 /// `iptables -I` if the rule is missing. Returns the wall time.
-pub fn ensure_jump_rules(netns: &Path) -> anyhow::Result<Duration> {
+pub fn ensure_jump_rules(netns: &Netns) -> anyhow::Result<Duration> {
     let start = Instant::now();
     for (table, from, to, comment, extra) in JUMPS {
         iptables(netns, &["-N", to, "-t", table])?;
@@ -560,52 +534,6 @@ pub fn ensure_jump_rules(netns: &Path) -> anyhow::Result<Duration> {
         }
     }
     Ok(start.elapsed())
-}
-
-/// A network namespace made with `ip netns add` under a unique name, deleted
-/// (with every rule in it) on drop.
-pub struct ScratchNetns {
-    name: String,
-}
-
-static NETNS_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-impl ScratchNetns {
-    pub fn new() -> anyhow::Result<ScratchNetns> {
-        let name = format!(
-            "netlet-kp-{}-{}",
-            std::process::id(),
-            NETNS_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .context("cannot run ip")?;
-        if !out.status.success() {
-            bail!(
-                "ip netns add {name} failed (needs root): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(ScratchNetns { name })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.name)
-    }
-}
-
-impl Drop for ScratchNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .stderr(Stdio::null())
-            .status();
-    }
 }
 
 /// Median and 99th percentile of a series.
@@ -666,13 +594,12 @@ pub fn time_one_change(services: usize, endpoints: usize, repeats: usize, full_s
     if services == 0 || repeats == 0 {
         bail!("need at least one Service and one repeat");
     }
-    let netns = ScratchNetns::new()?;
-    let path = netns.path();
+    let netns = Netns::new("kp").context("cannot create a network namespace (needs root)")?;
     let mut ruleset = Ruleset::new(services, endpoints);
 
-    ensure_jump_rules(&path)?;
+    ensure_jump_rules(&netns)?;
     let full_input = ruleset.full_sync_input();
-    let initial_load = ruleset.apply(&full_input, &path)?;
+    let initial_load = ruleset.apply(&full_input, &netns)?;
 
     let mut partial = Vec::with_capacity(repeats);
     let mut partial_input_bytes = 0;
@@ -682,19 +609,19 @@ pub fn time_one_change(services: usize, endpoints: usize, repeats: usize, full_s
         ruleset.add_endpoint(i)?;
         let input = ruleset.partial_sync_input(i);
         partial_input_bytes = input.len();
-        partial.push(ruleset.apply(&input, &path)?);
+        partial.push(ruleset.apply(&input, &netns)?);
     }
 
     let (mut full, mut checks) = (Vec::new(), Vec::new());
     let mut full_input_bytes = 0;
     for _ in 0..full_syncs.max(1) {
-        checks.push(ensure_jump_rules(&path)?);
+        checks.push(ensure_jump_rules(&netns)?);
         let input = ruleset.full_sync_input();
         full_input_bytes = input.len();
-        full.push(ruleset.apply(&input, &path)?);
+        full.push(ruleset.apply(&input, &netns)?);
     }
 
-    let (saved, nat_save) = save("nat", &path)?;
+    let (saved, nat_save) = save("nat", &netns)?;
     let nat_rules = saved.lines().filter(|l| l.starts_with("-A KUBE-")).count();
     if nat_rules != ruleset.nat_rules() {
         bail!(
@@ -1067,45 +994,16 @@ mod tests {
         assert_eq!(r.total_endpoints(), 20_000);
     }
 
-    /// As testbed's `privileged()`: root with CAP_NET_ADMIN and CAP_SYS_ADMIN.
-    fn privileged() -> bool {
-        if !nix::unistd::geteuid().is_root() {
-            return false;
-        }
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim().to_string();
-                u64::from_str_radix(&hex, 16).ok()
-            })
-            .is_some_and(|caps| caps & (1 << 12) != 0 && caps & (1 << 21) != 0)
-    }
-
-    fn require_privileges(test: &str) -> bool {
-        if privileged() {
-            return true;
-        }
-        if std::env::var("NETLET_REQUIRE_PRIV").as_deref() == Ok("1") {
-            panic!(
-                "PRIVILEGED TEST NOT RUN: {test} needs root with CAP_NET_ADMIN and CAP_SYS_ADMIN \
-                 (network namespaces), and NETLET_REQUIRE_PRIV=1 forbids skipping it; run the tests as root"
-            );
-        }
-        eprintln!("skipped: needs root ({test})");
-        false
-    }
-
     #[test]
     fn loads_100_services_into_a_network_namespace() {
-        if !require_privileges("kube_proxy::loads_100_services_into_a_network_namespace") {
+        if !testbed::require_privileges("kube_proxy::loads_100_services_into_a_network_namespace") {
             return;
         }
-        let netns = ScratchNetns::new().unwrap();
-        let path = netns.path();
+        let netns = Netns::new("kp").unwrap();
         let mut r = Ruleset::new(100, 2);
-        ensure_jump_rules(&path).unwrap();
-        r.apply(&r.full_sync_input(), &path).unwrap();
-        let (saved, _) = save("nat", &path).unwrap();
+        ensure_jump_rules(&netns).unwrap();
+        r.apply(&r.full_sync_input(), &netns).unwrap();
+        let (saved, _) = save("nat", &netns).unwrap();
         let kube_rules = saved.lines().filter(|l| l.starts_with("-A KUBE-")).count();
         assert_eq!(kube_rules, r.nat_rules(), "{saved}");
         for i in [0, 57, 99] {
@@ -1128,8 +1026,8 @@ mod tests {
 
         // A partial sync after one endpoint is added to svc-57.
         let added = r.add_endpoint(57).unwrap();
-        r.apply(&r.partial_sync_input(57), &path).unwrap();
-        let (saved, _) = save("nat", &path).unwrap();
+        r.apply(&r.partial_sync_input(57), &netns).unwrap();
+        let (saved, _) = save("nat", &netns).unwrap();
         assert_eq!(
             saved.lines().filter(|l| l.starts_with("-A KUBE-")).count(),
             r.nat_rules()
@@ -1137,10 +1035,10 @@ mod tests {
         assert!(saved.contains(&format!("--to-destination {added}:8080")));
         assert_eq!(saved.matches(&format!("-A {} ", r.svc_chain(57))).count(), 4);
         // Jump rules are ensured once, not duplicated by a second check.
-        ensure_jump_rules(&path).unwrap();
-        let (saved, _) = save("nat", &path).unwrap();
+        ensure_jump_rules(&netns).unwrap();
+        let (saved, _) = save("nat", &netns).unwrap();
         assert_eq!(saved.matches("-j KUBE-SERVICES").count(), 2);
-        let path_kept = path.clone();
+        let path_kept = netns.path();
         drop(netns);
         assert!(!path_kept.exists(), "the namespace is deleted on drop");
     }

@@ -6,12 +6,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::{json, Value};
+use testbed::Netns;
 
 #[derive(Parser)]
 struct Args {
@@ -61,7 +63,7 @@ fn main() -> anyhow::Result<()> {
     let mut reference_times = Vec::with_capacity(args.iterations);
     for i in 0..args.iterations {
         // A namespace each, as two pods would have.
-        let (ns_netlet, ns_reference) = (Netns::new(&format!("cln{i}"))?, Netns::new(&format!("clr{i}"))?);
+        let (ns_netlet, ns_reference) = (Netns::new("cln")?, Netns::new("clr")?);
         netlet_times.push(add_del(
             &args.netlet,
             &args.reference,
@@ -206,23 +208,4 @@ fn run(argv: &[&str]) -> anyhow::Result<()> {
         bail!("{} failed", argv.join(" "));
     }
     Ok(())
-}
-
-/// A pod namespace for the benchmark, removed on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> anyhow::Result<Netns> {
-        run(&["ip", "netns", "add", name])?;
-        Ok(Netns(name.to_string()))
-    }
-    fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.0)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "delete", &self.0]);
-    }
 }
