@@ -88,6 +88,23 @@ pub struct FrontendPlan {
     pub drop_when_empty: bool,
 }
 
+impl FrontendPlan {
+    /// `frontend` sent to `backends` as given, with nothing else asked: no
+    /// affinity, no source ranges, refusing when there are no backends.
+    pub fn to(frontend: Frontend, backends: impl IntoIterator<Item = (IpAddr, u16)>) -> FrontendPlan {
+        FrontendPlan {
+            frontend,
+            backends: backends
+                .into_iter()
+                .map(|(address, port)| Backend { address, port })
+                .collect(),
+            affinity_timeout: 0,
+            source_ranges: Vec::new(),
+            drop_when_empty: false,
+        }
+    }
+}
+
 /// kube-proxy's default for `sessionAffinityConfig.clientIP.timeoutSeconds`.
 const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
 

@@ -7,29 +7,11 @@
 use std::net::IpAddr;
 use std::process::{Child, Stdio};
 
-use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, Protocol, Scope};
-use testbed::{Cgroup, Netns};
+mod common;
 
-fn plan(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16)]) -> FrontendPlan {
-    FrontendPlan {
-        frontend: Frontend {
-            address: address.parse().unwrap(),
-            port,
-            protocol,
-            scope: Scope::External,
-        },
-        backends: backends
-            .iter()
-            .map(|(a, p)| Backend {
-                address: a.parse::<IpAddr>().unwrap(),
-                port: *p,
-            })
-            .collect(),
-        affinity_timeout: 0,
-        source_ranges: Vec::new(),
-        drop_when_empty: false,
-    }
-}
+use common::external;
+use services::{Datapath, DatapathOptions, Protocol};
+use testbed::{Cgroup, Netns};
 
 fn ok(ns: &Netns, argv: &[&str]) {
     let out = ns.exec(argv);
@@ -93,13 +75,18 @@ fn outside_clients_reach_node_ports() {
     };
     // Interfaces are named in the namespace of the thread that attaches.
     let mut dp = node.run(|| Datapath::load(&options)).unwrap();
-    dp.apply(&plan("192.0.2.1", 30080, Protocol::Tcp, &[("10.250.0.2", 8080)]))
+    dp.apply(&external("192.0.2.1", 30080, Protocol::Tcp, &[("10.250.0.2", 8080)]))
         .unwrap();
-    dp.apply(&plan("fd00:beef::1", 30080, Protocol::Tcp, &[("fd00:250::2", 8080)]))
+    dp.apply(&external(
+        "fd00:beef::1",
+        30080,
+        Protocol::Tcp,
+        &[("fd00:250::2", 8080)],
+    ))
+    .unwrap();
+    dp.apply(&external("192.0.2.1", 30053, Protocol::Udp, &[("10.250.0.2", 5353)]))
         .unwrap();
-    dp.apply(&plan("192.0.2.1", 30053, Protocol::Udp, &[("10.250.0.2", 5353)]))
-        .unwrap();
-    dp.apply(&plan("192.0.2.1", 30099, Protocol::Tcp, &[])).unwrap();
+    dp.apply(&external("192.0.2.1", 30099, Protocol::Tcp, &[])).unwrap();
 
     let ask = |target: &str, done: &dyn Fn(&str) -> bool| {
         testbed::exchange(
@@ -123,7 +110,7 @@ fn outside_clients_reach_node_ports() {
     assert_eq!(got.trim(), "udp");
     // No backends: refused at once, as a closed port would be (a RST for
     // TCP, ICMP port unreachable for UDP, both "Connection refused").
-    dp.apply(&plan("192.0.2.1", 30099, Protocol::Udp, &[])).unwrap();
+    dp.apply(&external("192.0.2.1", 30099, Protocol::Udp, &[])).unwrap();
     for target in ["TCP4:192.0.2.1:30099,connect-timeout=5", "UDP4:192.0.2.1:30099"] {
         let got = ask(target, &|t| t.contains("refused"));
         assert!(got.contains("Connection refused"), "{target}: {got}");

@@ -5,10 +5,12 @@
 //! connections; and a second load (an agent restart) takes over the
 //! pinned maps without losing anything.
 
-use std::net::IpAddr;
 use std::process::{Child, Stdio};
 
-use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, Protocol, Scope};
+mod common;
+
+use common::internal;
+use services::{Datapath, DatapathOptions, Protocol};
 use testbed::{Cgroup, Netns};
 
 struct Bed {
@@ -85,27 +87,6 @@ impl Drop for Bed {
     }
 }
 
-fn plan(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16)]) -> FrontendPlan {
-    FrontendPlan {
-        frontend: Frontend {
-            address: address.parse().unwrap(),
-            port,
-            protocol,
-            scope: Scope::Internal,
-        },
-        backends: backends
-            .iter()
-            .map(|(a, p)| Backend {
-                address: a.parse::<IpAddr>().unwrap(),
-                port: *p,
-            })
-            .collect(),
-        affinity_timeout: 0,
-        source_ranges: Vec::new(),
-        drop_when_empty: false,
-    }
-}
-
 #[test]
 fn clients_reach_services_through_their_backends() {
     if !testbed::require_privileges("clients_reach_services_through_their_backends") {
@@ -118,14 +99,14 @@ fn clients_reach_services_through_their_backends() {
     bed.serve("UDP4-RECVFROM:5353,bind=10.250.0.2,fork", "udp");
 
     let mut dp = Datapath::load(&bed.options()).unwrap();
-    let web = plan("10.43.250.1", 80, Protocol::Tcp, &[("10.250.0.2", 8080)]);
+    let web = internal("10.43.250.1", 80, Protocol::Tcp, &[("10.250.0.2", 8080)]);
     assert!(dp.apply(&web).unwrap());
     assert!(!dp.apply(&web).unwrap(), "nothing to write the second time");
-    dp.apply(&plan("fd00:43::250", 80, Protocol::Tcp, &[("fd00:250::2", 8080)]))
+    dp.apply(&internal("fd00:43::250", 80, Protocol::Tcp, &[("fd00:250::2", 8080)]))
         .unwrap();
-    dp.apply(&plan("10.43.250.53", 53, Protocol::Udp, &[("10.250.0.2", 5353)]))
+    dp.apply(&internal("10.43.250.53", 53, Protocol::Udp, &[("10.250.0.2", 5353)]))
         .unwrap();
-    dp.apply(&plan("10.43.250.9", 80, Protocol::Tcp, &[])).unwrap();
+    dp.apply(&internal("10.43.250.9", 80, Protocol::Tcp, &[])).unwrap();
 
     assert_eq!(bed.ask("TCP4:10.43.250.1:80").trim(), "alpha");
     assert_eq!(bed.ask("TCP6:[fd00:43::250]:80").trim(), "six");
@@ -138,7 +119,7 @@ fn clients_reach_services_through_their_backends() {
     );
 
     // A changed backend set takes effect for new connections.
-    dp.apply(&plan("10.43.250.1", 80, Protocol::Tcp, &[("10.250.0.3", 8080)]))
+    dp.apply(&internal("10.43.250.1", 80, Protocol::Tcp, &[("10.250.0.3", 8080)]))
         .unwrap();
     assert_eq!(bed.ask("TCP4:10.43.250.1:80").trim(), "beta");
 
@@ -157,7 +138,7 @@ fn clients_reach_services_through_their_backends() {
     assert!(!older.exists(), "an earlier build's maps are gone");
     assert_eq!(dp.frontends().count(), 4);
     assert!(
-        !dp.apply(&plan("10.43.250.1", 80, Protocol::Tcp, &[("10.250.0.3", 8080)]))
+        !dp.apply(&internal("10.43.250.1", 80, Protocol::Tcp, &[("10.250.0.3", 8080)]))
             .unwrap(),
         "what is in place is recognised"
     );
@@ -179,8 +160,8 @@ fn client_ip_affinity_keeps_a_client_on_its_backend() {
     bed.serve("TCP4-LISTEN:8080,bind=10.250.0.3,reuseaddr,fork", "beta");
     let mut dp = Datapath::load(&bed.options()).unwrap();
     let two = [("10.250.0.2", 8080), ("10.250.0.3", 8080)];
-    dp.apply(&plan("10.43.250.20", 80, Protocol::Tcp, &two)).unwrap();
-    let mut sticky = plan("10.43.250.21", 80, Protocol::Tcp, &two);
+    dp.apply(&internal("10.43.250.20", 80, Protocol::Tcp, &two)).unwrap();
+    let mut sticky = internal("10.43.250.21", 80, Protocol::Tcp, &two);
     sticky.affinity_timeout = 60;
     dp.apply(&sticky).unwrap();
 
@@ -208,7 +189,7 @@ fn a_full_map_is_an_error_naming_it() {
     // Each frontend takes its slot 0 and one slot per backend: 8 fit.
     let full = (1..=16)
         .map(|i| {
-            dp.apply(&plan(
+            dp.apply(&internal(
                 &format!("10.43.251.{i}"),
                 80,
                 Protocol::Tcp,

@@ -12,7 +12,10 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
-use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, NodeView, Protocol, Scope};
+mod common;
+
+use common::external;
+use services::{Datapath, DatapathOptions, NodeView, Protocol};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -115,27 +118,6 @@ fn parse(frame: &[u8]) -> ((IpAddr, u16), (IpAddr, u16)) {
     assert_eq!(fold(add(pseudo(frame, l4.len()), l4)), 0, "L4 checksum");
     let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
     ((src, port(0)), (dst, port(2)))
-}
-
-fn external(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u16)]) -> FrontendPlan {
-    FrontendPlan {
-        frontend: Frontend {
-            address: address.parse().unwrap(),
-            port,
-            protocol,
-            scope: Scope::External,
-        },
-        backends: backends
-            .iter()
-            .map(|(a, p)| Backend {
-                address: a.parse().unwrap(),
-                port: *p,
-            })
-            .collect(),
-        affinity_timeout: 0,
-        source_ranges: Vec::new(),
-        drop_when_empty: false,
-    }
 }
 
 fn ep(a: &str, p: u16) -> (IpAddr, u16) {

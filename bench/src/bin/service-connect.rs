@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use services::{Backend, Datapath, DatapathOptions, Frontend, FrontendPlan, Protocol, Scope};
+use services::{Datapath, DatapathOptions, Frontend, FrontendPlan, Protocol, Scope};
 
 #[derive(Parser)]
 struct Args {
@@ -93,21 +93,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn plan(address: IpAddr, port: u16, backends: &[(IpAddr, u16)]) -> FrontendPlan {
-    FrontendPlan {
-        frontend: Frontend {
-            address,
-            port,
-            protocol: Protocol::Tcp,
-            scope: Scope::Internal,
-        },
-        backends: backends
-            .iter()
-            .map(|&(address, port)| Backend { address, port })
-            .collect(),
-        affinity_timeout: 0,
-        source_ranges: Vec::new(),
-        drop_when_empty: false,
-    }
+    let frontend = Frontend {
+        address,
+        port,
+        protocol: Protocol::Tcp,
+        scope: Scope::Internal,
+    };
+    FrontendPlan::to(frontend, backends.iter().copied())
 }
 
 /// Accepts, answers one byte and closes, until told to stop.
