@@ -101,12 +101,8 @@ fn every_verb_through_the_exec_path() {
     assert!(!host_link_exists("pod-f"));
 
     // `netlet ipam` shows the full block and who holds each address.
-    let socket = bed.dir.path().join("run/admin.sock").display().to_string();
-    let out = Command::new(NETLET)
-        .args(["ipam", "-o", "json", "--socket", &socket])
-        .output()
-        .unwrap();
-    let ipam: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let socket = bed.admin_socket().display().to_string();
+    let ipam = bed.ipam();
     let v4 = ipam["blocks"]
         .as_array()
         .unwrap()
@@ -331,12 +327,7 @@ fn sigkill_during_add_storms_leaks_nothing() {
             .ok
     );
 
-    let socket = bed.dir.path().join("run/admin.sock").display().to_string();
-    let out = Command::new(NETLET)
-        .args(["ipam", "-o", "json", "--socket", &socket])
-        .output()
-        .unwrap();
-    let ipam: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ipam = bed.ipam();
     let leases = ipam["leases"].as_array().unwrap();
     let addresses: std::collections::BTreeSet<&str> = leases.iter().map(|l| l["address"].as_str().unwrap()).collect();
     assert_eq!(addresses.len(), leases.len(), "no address is leased twice: {ipam}");
@@ -382,13 +373,8 @@ fn pods_gone_from_the_node_lose_their_leases() {
     // A pod the API never had on this node: its runtime DEL is not coming.
     assert!(bed.plugin.exec("ADD", "ghost", Some(&ghost.path()), &conf).ok);
 
-    let socket = bed.dir.path().join("run/admin.sock").display().to_string();
     let holders = || -> Vec<String> {
-        let out = Command::new(NETLET)
-            .args(["ipam", "-o", "json", "--socket", &socket])
-            .output()
-            .unwrap();
-        let ipam: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ipam = bed.ipam();
         let mut ids: Vec<String> = ipam["leases"]
             .as_array()
             .unwrap()
@@ -470,12 +456,7 @@ fn bad_input_through_the_exec_path_gets_the_specs_codes_and_leaves_nothing() {
         );
     }
     // Nothing was leased, wired or routed by any of them.
-    let socket = bed.dir.path().join("run/admin.sock").display().to_string();
-    let out = Command::new(NETLET)
-        .args(["ipam", "-o", "json", "--socket", &socket])
-        .output()
-        .unwrap();
-    let ipam: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ipam = bed.ipam();
     assert_eq!(ipam["leases"], json!([]), "{ipam}");
     assert!(!host_link_exists("bad-1") && !host_link_exists("bad/1"));
     assert!(!host_routes().contains("10.131.0."));

@@ -8,25 +8,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
 use testbed::Netns;
-
-/// Polls `cond` every 20 ms for up to `within`.
-fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn text(out: Output) -> String {
     format!(
@@ -351,15 +337,7 @@ fn containerd_runs_a_container_on_netlet() {
 
         // ctr names the attachment <namespace>-<id>; the agent leased both
         // families for it, and the container has exactly those addresses.
-        let socket = bed.dir.path().join("run/admin.sock").display().to_string();
-        let ipam: Value = serde_json::from_slice(
-            &Command::new(NETLET)
-                .args(["ipam", "-o", "json", "--socket", &socket])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
+        let ipam = bed.ipam();
         let leased: Vec<String> = ipam["leases"]
             .as_array()
             .unwrap()
@@ -395,12 +373,7 @@ fn containerd_runs_a_container_on_netlet() {
             .unwrap()
             .success());
         let _ = run.wait().unwrap();
-        let ipam = text(
-            Command::new(NETLET)
-                .args(["ipam", "-o", "json", "--socket", &socket])
-                .output()
-                .unwrap(),
-        );
+        let ipam = bed.ipam().to_string();
         assert!(!ipam.contains("netlet-test-c1"), "{ipam}");
         assert!(host_link_gone("netlet-test-c1"));
         drop(containerd);

@@ -247,10 +247,7 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
         // The metrics count what the maps hold.
         let page = bed
             .rt
-            .block_on(netstack::admin::client::get(
-                &bed.dir.path().join("run/admin.sock"),
-                "/metrics",
-            ))
+            .block_on(netstack::admin::client::get(&bed.admin_socket(), "/metrics"))
             .unwrap()
             .body;
         // web: 3 ports at its ClusterIP, and at the NodePort on the node's
@@ -475,16 +472,12 @@ fn a_service_that_did_not_fit_is_applied_once_there_is_room() {
         let pong = |t: &str| t.contains("pong");
 
         // The map is full: the agent says so, naming the map.
-        let degraded = (0..500).any(|_| {
-            let s = agent.status();
-            let full = s
+        let degraded = eventually(std::time::Duration::from_secs(10), || {
+            agent
+                .status()
                 .modules
                 .iter()
-                .any(|m| m.name == "services" && m.last_error.as_deref().is_some_and(|e| e.contains("is full")));
-            if !full {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            full
+                .any(|m| m.name == "services" && m.last_error.as_deref().is_some_and(|e| e.contains("is full")))
         });
         assert!(degraded, "{:?}", agent.status());
 

@@ -79,14 +79,21 @@ pub fn host_link_exists(id: &str) -> bool {
 /// at once and the agent deletes retired interfaces in batches just after,
 /// so this waits for that, up to 10 s.
 pub fn host_link_gone(id: &str) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while host_link_exists(id) {
+    eventually(std::time::Duration::from_secs(10), || !host_link_exists(id))
+}
+
+/// Polls `cond` every 20 ms for up to `within`; whether it came to hold.
+pub fn eventually(within: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
         if std::time::Instant::now() > deadline {
             return false;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    true
 }
 
 pub fn host_routes() -> String {
@@ -150,6 +157,22 @@ impl Bed {
         netlet::kube_client::client(Some(&self.dir.path().join("kubeconfig")))
             .await
             .unwrap()
+    }
+
+    /// The admin socket of this bed's agents.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("run/admin.sock")
+    }
+
+    /// What `netlet ipam -o json` says about this bed's agent.
+    pub fn ipam(&self) -> Value {
+        let out = Command::new(NETLET)
+            .args(["ipam", "-o", "json", "--socket"])
+            .arg(self.admin_socket())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("netlet ipam: {e}: {}", String::from_utf8_lossy(&out.stderr)))
     }
 
     /// Starts an agent on this bed's state directory and waits until ready.
