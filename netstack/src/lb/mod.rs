@@ -90,6 +90,8 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), Mo
         let applied = sync.apply(&ctx.cache, &mut datapath, &batch);
         let map_full = matches!(applied, Err(services::DatapathError::MapFull { .. }));
         metrics.record(&datapath, map_full);
+        // A full pass that succeeds catches up on every earlier failure.
+        let caught_up = applied.as_ref().is_ok_and(|full| *full);
         let mut result = applied.map(drop).map_err(|e| e.to_string());
         if let Some(ports) = sync.take_health() {
             result = result.and(health.set(ports).await);
@@ -97,8 +99,7 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), Mo
         if let Err(e) = &result {
             tracing::warn!(error = %e, "Service datapath update failed; retrying in {RETRY_AFTER:?}");
         }
-        let full = batch.resynced.contains(&Kind::Service) || batch.resynced.contains(&Kind::EndpointSlice);
-        behind = result.is_err() || (behind && !full);
+        behind = result.is_err() || (behind && !caught_up);
         ctx.status.record_reconcile(start.elapsed(), result);
     }
 }

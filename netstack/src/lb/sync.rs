@@ -34,9 +34,9 @@ pub struct ServiceSync {
 }
 
 impl ServiceSync {
-    /// Brings the datapath up to date with `changes`; returns how many
-    /// Services were looked at.
-    pub fn apply(&mut self, cache: &Cache, datapath: &mut Datapath, changes: &Changes) -> Result<usize, DatapathError> {
+    /// Brings the datapath up to date with `changes`; returns whether that
+    /// took a full pass over every Service.
+    pub fn apply(&mut self, cache: &Cache, datapath: &mut Datapath, changes: &Changes) -> Result<bool, DatapathError> {
         let addresses = node_addresses(cache);
         let moved = addresses != self.node_addresses;
         self.node_addresses = addresses;
@@ -74,7 +74,7 @@ impl ServiceSync {
                 datapath.remove(&frontend)?;
             }
         }
-        Ok(dirty.len())
+        Ok(full)
     }
 
     fn sync_service(&mut self, cache: &Cache, datapath: &mut Datapath, key: &ObjectKey) -> Result<(), DatapathError> {
