@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::route::{RouteMessage, RouteScope};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -39,16 +39,22 @@ pub fn is_name_taken(e: &WireError) -> bool {
 pub struct Link {
     pub index: u32,
     pub group: u32,
+    pub loopback: bool,
 }
 
-fn group_of(link: &LinkMessage) -> u32 {
-    link.attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::Group(g) => Some(*g),
-            _ => None,
-        })
-        .unwrap_or(0)
+fn link_of(msg: &LinkMessage) -> Link {
+    Link {
+        index: msg.header.index,
+        group: msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Group(g) => Some(*g),
+                _ => None,
+            })
+            .unwrap_or(0),
+        loopback: msg.header.flags.contains(LinkFlags::Loopback),
+    }
 }
 
 impl Netlink {
@@ -63,10 +69,7 @@ impl Netlink {
     pub async fn find(&self, name: &str) -> Result<Option<Link>, WireError> {
         let mut links = self.handle.link().get().match_name(name.to_string()).execute();
         match links.try_next().await {
-            Ok(link) => Ok(link.map(|l| Link {
-                index: l.header.index,
-                group: group_of(&l),
-            })),
+            Ok(link) => Ok(link.map(|l| link_of(&l))),
             Err(e) if is_missing(&e) => Ok(None),
             Err(e) => Err(failed(format!("look up {name}"))(e)),
         }
@@ -209,12 +212,31 @@ impl Netlink {
         Ok(links
             .into_iter()
             .filter_map(|l| {
-                let link = Link {
-                    index: l.header.index,
-                    group: group_of(&l),
-                };
+                let link = link_of(&l);
                 l.attributes.into_iter().find_map(|a| match a {
                     LinkAttribute::IfName(n) => Some((n, link)),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// Every address in the namespace, with the index of its link.
+    pub async fn addresses(&self) -> Result<Vec<(u32, IpAddr)>, WireError> {
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(failed("list addresses"))?;
+        Ok(messages
+            .into_iter()
+            .flat_map(|m| {
+                let index = m.header.index;
+                m.attributes.into_iter().filter_map(move |a| match a {
+                    AddressAttribute::Address(ip) | AddressAttribute::Local(ip) => Some((index, ip)),
                     _ => None,
                 })
             })
