@@ -257,95 +257,50 @@ mod tests {
 
     #[test]
     fn rust_and_c_agree_on_every_size_and_offset() {
-        let rust = [
-            ("lb4_key size", size_of::<Lb4Key>()),
-            ("lb4_key.address", offset_of!(Lb4Key, address)),
-            ("lb4_key.port", offset_of!(Lb4Key, port)),
-            ("lb4_key.proto", offset_of!(Lb4Key, proto)),
-            ("lb4_key.scope", offset_of!(Lb4Key, scope)),
-            ("lb4_key.slot", offset_of!(Lb4Key, slot)),
-            ("lb6_key size", size_of::<Lb6Key>()),
-            ("lb6_key.address", offset_of!(Lb6Key, address)),
-            ("lb6_key.port", offset_of!(Lb6Key, port)),
-            ("lb6_key.proto", offset_of!(Lb6Key, proto)),
-            ("lb6_key.scope", offset_of!(Lb6Key, scope)),
-            ("lb6_key.slot", offset_of!(Lb6Key, slot)),
-            ("lb_slot size", size_of::<LbSlot>()),
-            ("lb_slot.backend_id", offset_of!(LbSlot, backend_id)),
-            ("lb_slot.count", offset_of!(LbSlot, count)),
-            ("lb_slot.flags", offset_of!(LbSlot, flags)),
-            ("lb_slot.affinity_timeout", offset_of!(LbSlot, affinity_timeout)),
-            // aya's LPM key is the u32 prefix length, then the data.
-            ("lb4_source_key size", size_of::<Key<Lb4Source>>()),
-            ("lb4_source_key.prefixlen", 0),
-            ("lb4_source_key.frontend", 4 + offset_of!(Lb4Source, frontend)),
-            ("lb4_source_key.port", 4 + offset_of!(Lb4Source, port)),
-            ("lb4_source_key.proto", 4 + offset_of!(Lb4Source, proto)),
-            ("lb4_source_key.source", 4 + offset_of!(Lb4Source, source)),
-            ("lb6_source_key size", size_of::<Key<Lb6Source>>()),
-            ("lb6_source_key.prefixlen", 0),
-            ("lb6_source_key.frontend", 4 + offset_of!(Lb6Source, frontend)),
-            ("lb6_source_key.port", 4 + offset_of!(Lb6Source, port)),
-            ("lb6_source_key.proto", 4 + offset_of!(Lb6Source, proto)),
-            ("lb6_source_key.source", 4 + offset_of!(Lb6Source, source)),
-            ("lb4_affinity_key size", size_of::<Lb4AffinityKey>()),
-            (
-                "lb4_affinity_key.netns_cookie",
-                offset_of!(Lb4AffinityKey, netns_cookie),
+        // Rows as layout.c prints them: "<c name> size", then "<c name>.<field>"
+        // for each field, its offset `base` bytes into the C struct.
+        macro_rules! layout {
+            ($c:literal, $ty:ty, size $size:expr, base $base:expr, [$($f:ident),*]) => {{
+                let mut rows = vec![(format!("{} size", $c), $size)];
+                $(rows.push((format!("{}.{}", $c, stringify!($f)), $base + offset_of!($ty, $f)));)*
+                rows
+            }};
+            ($c:literal, $ty:ty, [$($f:ident),*]) => {
+                layout!($c, $ty, size size_of::<$ty>(), base 0, [$($f),*])
+            };
+        }
+        // aya's LPM key is the u32 prefix length, then the data.
+        let lpm = |mut rows: Vec<(String, usize)>, c: &str| {
+            rows.insert(1, (format!("{c}.prefixlen"), 0));
+            rows
+        };
+        let rust: Vec<(String, usize)> = [
+            layout!("lb4_key", Lb4Key, [address, port, proto, scope, slot]),
+            layout!("lb6_key", Lb6Key, [address, port, proto, scope, slot]),
+            layout!("lb_slot", LbSlot, [backend_id, count, flags, affinity_timeout]),
+            lpm(
+                layout!("lb4_source_key", Lb4Source, size size_of::<Key<Lb4Source>>(), base 4, [frontend, port, proto, source]),
+                "lb4_source_key",
             ),
-            ("lb4_affinity_key.address", offset_of!(Lb4AffinityKey, address)),
-            ("lb4_affinity_key.port", offset_of!(Lb4AffinityKey, port)),
-            ("lb4_affinity_key.proto", offset_of!(Lb4AffinityKey, proto)),
-            ("lb6_affinity_key size", size_of::<Lb6AffinityKey>()),
-            (
-                "lb6_affinity_key.netns_cookie",
-                offset_of!(Lb6AffinityKey, netns_cookie),
+            lpm(
+                layout!("lb6_source_key", Lb6Source, size size_of::<Key<Lb6Source>>(), base 4, [frontend, port, proto, source]),
+                "lb6_source_key",
             ),
-            ("lb6_affinity_key.address", offset_of!(Lb6AffinityKey, address)),
-            ("lb6_affinity_key.port", offset_of!(Lb6AffinityKey, port)),
-            ("lb6_affinity_key.proto", offset_of!(Lb6AffinityKey, proto)),
-            ("lb_affinity size", size_of::<LbAffinity>()),
-            ("lb_affinity.last_used_ns", offset_of!(LbAffinity, last_used_ns)),
-            ("lb_affinity.backend_id", offset_of!(LbAffinity, backend_id)),
-            ("lb4_backend size", size_of::<Lb4Backend>()),
-            ("lb4_backend.address", offset_of!(Lb4Backend, address)),
-            ("lb4_backend.port", offset_of!(Lb4Backend, port)),
-            ("lb6_backend size", size_of::<Lb6Backend>()),
-            ("lb6_backend.address", offset_of!(Lb6Backend, address)),
-            ("lb6_backend.port", offset_of!(Lb6Backend, port)),
-            ("sock4_key size", size_of::<Sock4Key>()),
-            ("sock4_key.cookie", offset_of!(Sock4Key, cookie)),
-            ("sock4_key.backend", offset_of!(Sock4Key, backend)),
-            ("sock4_key.backend_port", offset_of!(Sock4Key, backend_port)),
-            ("sock4_frontend size", size_of::<Sock4Frontend>()),
-            ("sock4_frontend.address", offset_of!(Sock4Frontend, address)),
-            ("sock4_frontend.port", offset_of!(Sock4Frontend, port)),
-            ("sock6_key size", size_of::<Sock6Key>()),
-            ("sock6_key.cookie", offset_of!(Sock6Key, cookie)),
-            ("sock6_key.backend", offset_of!(Sock6Key, backend)),
-            ("sock6_key.backend_port", offset_of!(Sock6Key, backend_port)),
-            ("sock6_frontend size", size_of::<Sock6Frontend>()),
-            ("sock6_frontend.address", offset_of!(Sock6Frontend, address)),
-            ("sock6_frontend.port", offset_of!(Sock6Frontend, port)),
-            ("ct4_key size", size_of::<Ct4Key>()),
-            ("ct4_key.saddr", offset_of!(Ct4Key, saddr)),
-            ("ct4_key.daddr", offset_of!(Ct4Key, daddr)),
-            ("ct4_key.sport", offset_of!(Ct4Key, sport)),
-            ("ct4_key.dport", offset_of!(Ct4Key, dport)),
-            ("ct4_key.proto", offset_of!(Ct4Key, proto)),
-            ("ct6_key size", size_of::<Ct6Key>()),
-            ("ct6_key.saddr", offset_of!(Ct6Key, saddr)),
-            ("ct6_key.daddr", offset_of!(Ct6Key, daddr)),
-            ("ct6_key.sport", offset_of!(Ct6Key, sport)),
-            ("ct6_key.dport", offset_of!(Ct6Key, dport)),
-            ("ct6_key.proto", offset_of!(Ct6Key, proto)),
-            ("ct4_value size", size_of::<Ct4Value>()),
-            ("ct4_value.address", offset_of!(Ct4Value, address)),
-            ("ct4_value.port", offset_of!(Ct4Value, port)),
-            ("ct6_value size", size_of::<Ct6Value>()),
-            ("ct6_value.address", offset_of!(Ct6Value, address)),
-            ("ct6_value.port", offset_of!(Ct6Value, port)),
-        ];
+            layout!("lb4_affinity_key", Lb4AffinityKey, [netns_cookie, address, port, proto]),
+            layout!("lb6_affinity_key", Lb6AffinityKey, [netns_cookie, address, port, proto]),
+            layout!("lb_affinity", LbAffinity, [last_used_ns, backend_id]),
+            layout!("lb4_backend", Lb4Backend, [address, port]),
+            layout!("lb6_backend", Lb6Backend, [address, port]),
+            layout!("sock4_key", Sock4Key, [cookie, backend, backend_port]),
+            layout!("sock4_frontend", Sock4Frontend, [address, port]),
+            layout!("sock6_key", Sock6Key, [cookie, backend, backend_port]),
+            layout!("sock6_frontend", Sock6Frontend, [address, port]),
+            layout!("ct4_key", Ct4Key, [saddr, daddr, sport, dport, proto]),
+            layout!("ct6_key", Ct6Key, [saddr, daddr, sport, dport, proto]),
+            layout!("ct4_value", Ct4Value, [address, port]),
+            layout!("ct6_value", Ct6Value, [address, port]),
+        ]
+        .concat();
         let c: Vec<(String, usize)> = C_LAYOUT
             .lines()
             .map(|l| {
@@ -357,8 +312,8 @@ mod tests {
         assert_eq!(SOURCE4_FRONTEND_BITS as usize, offset_of!(Lb4Source, source) * 8);
         assert_eq!(SOURCE6_FRONTEND_BITS as usize, offset_of!(Lb6Source, source) * 8);
         assert_eq!(c.len(), rust.len(), "every C line has a Rust counterpart: {C_LAYOUT}");
-        for ((c_name, c_value), (r_name, r_value)) in c.iter().zip(rust) {
-            assert_eq!((c_name.as_str(), *c_value), (r_name, r_value));
+        for ((c_name, c_value), (r_name, r_value)) in c.iter().zip(&rust) {
+            assert_eq!((c_name, c_value), (r_name, r_value));
         }
     }
 
