@@ -246,13 +246,7 @@ fn killed_agent_restarts_on_the_same_store() {
     api.write_kubeconfig(&kc).unwrap();
     // The agent is ready once its Node exists (its pod CIDRs come from it).
     rt.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(&api.kubeconfig_yaml()).unwrap();
-        let client = kube::Client::try_from(
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .unwrap(),
-        )
-        .unwrap();
+        let client = api.client().await.unwrap();
         let node = serde_json::from_value(
             serde_json::json!({"metadata": {"name": "node-a"}, "spec": {"podCIDRs": ["10.77.0.0/24"]}}),
         )

@@ -18,19 +18,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-async fn client(api: &standin::ApiServer) -> kube::Client {
-    let kc = kube::config::Kubeconfig::from_yaml(&api.kubeconfig_yaml()).unwrap();
-    kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 async fn start() -> (standin::ApiServer, kube::Client) {
     let api = standin::ApiServer::start(standin::Options::default()).await.unwrap();
-    let c = client(&api).await;
+    let c = api.client().await.unwrap();
     (api, c)
 }
 

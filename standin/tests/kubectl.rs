@@ -98,13 +98,7 @@ async fn kubectl_gets_creates_and_deletes() {
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig).unwrap();
     let k = Kubectl { bin, kubeconfig };
-    let kc = kube::config::Kubeconfig::from_yaml(&api.kubeconfig_yaml()).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let client = api.client().await.unwrap();
 
     let manifest = write(dir.path(), "objs.yaml", MANIFEST);
     let out = k.ok(&["create", "-f", &manifest]).await;

@@ -8,20 +8,10 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-async fn client(api: &standin::ApiServer) -> kube::Client {
-    let kc = kube::config::Kubeconfig::from_yaml(&api.kubeconfig_yaml()).unwrap();
-    kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_get_distinct_addresses_and_node_ports() {
     let api = standin::ApiServer::start(standin::Options::default()).await.unwrap();
-    let svcs: Api<Service> = Api::namespaced(client(&api).await, "default");
+    let svcs: Api<Service> = Api::namespaced(api.client().await.unwrap(), "default");
     let creates = (0..200).map(|i| {
         let svcs = svcs.clone();
         async move {
@@ -50,7 +40,7 @@ async fn options_set_the_ranges_and_bad_ones_are_refused() {
     })
     .await
     .unwrap();
-    let svcs: Api<Service> = Api::namespaced(client(&api).await, "default");
+    let svcs: Api<Service> = Api::namespaced(api.client().await.unwrap(), "default");
     let svc: Service = serde_json::from_value(json!({"metadata":{"name":"web"},
         "spec":{"type":"NodePort","ports":[{"port":80}]}}))
     .unwrap();

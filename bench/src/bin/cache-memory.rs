@@ -38,8 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig)?;
     let socket = dir.path().join("run/admin.sock");
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
-    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
+    let client = api.client().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     // The agent's CNI module becomes ready once its Node has pod CIDRs.
     let node = serde_json::from_value(json!({"metadata":{"name":NODE},"spec":{"podCIDRs":["10.42.0.0/24"]}}))?;
     Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())

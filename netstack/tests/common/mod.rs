@@ -21,7 +21,7 @@ impl Bed {
         let api = standin::ApiServer::start(standin::Options::default())
             .await
             .expect("stand-in starts");
-        let client = client_for(&api).await;
+        let client = api.client().await.unwrap();
         Bed {
             api,
             client,
@@ -56,14 +56,6 @@ impl Bed {
             .await
             .expect("admin API answers")
     }
-}
-
-pub async fn client_for(api: &standin::ApiServer) -> kube::Client {
-    let kc = kube::config::Kubeconfig::from_yaml(&api.kubeconfig_yaml()).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(cfg).unwrap()
 }
 
 /// Polls `cond` until it holds or `what` times out (30 s: a watcher's

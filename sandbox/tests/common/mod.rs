@@ -9,11 +9,8 @@ use std::time::Duration;
 /// A stand-in API server and a client for it.
 pub async fn api() -> (standin::ApiServer, kube::Client) {
     let server = standin::ApiServer::start(standin::Options::default()).await.unwrap();
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&server.kubeconfig_yaml()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    (server, kube::Client::try_from(config).unwrap())
+    let client = server.client().await.unwrap();
+    (server, client)
 }
 
 /// Polls `cond` until it holds; fails the test naming `what` after 20 s.
