@@ -180,8 +180,8 @@ async fn readiness_waits_for_the_api_and_a_410_relists() {
         cache.get::<Service>(Some("default"), "after").is_some()
     })
     .await;
-    // The new Service may arrive before the relist is counted (the old
-    // watch can still deliver it), so the relist is awaited, not assumed.
+    // The relist is counted when the list is served, and the watcher may
+    // still be backing off from the 410 when the test looks: awaited.
     eventually("the watcher listed again", || async {
         bed.api.list_requests("services") > lists_before
     })

@@ -163,6 +163,10 @@ async fn run(state: Shared, req: WatchRequest, tx: mpsc::Sender<Vec<u8>>) {
     bookmark.tick().await;
     loop {
         let chunk = tokio::select! {
+            // Closed first: a watch the store compacted away must not slip
+            // out one more change that happened after the compaction, or
+            // its client would resume past it and never see the 410.
+            biased;
             _ = closed.cancelled() => return,
             _ = tx.closed() => return,
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => return,
