@@ -58,15 +58,13 @@ impl Bed {
     }
 }
 
-/// Polls `cond` until it holds or `what` times out (30 s: a watcher's
-/// relist after a 410 waits out kube's backoff, which on a loaded machine
-/// with earlier watch errors can take several seconds).
+/// Polls `cond` until it holds or `what` times out (10 s).
 pub async fn eventually<F, Fut>(what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if cond().await {
             return;
