@@ -67,11 +67,13 @@ pub async fn run(
     check_slices(&applied, agent, report).await;
     super::service_check::run(client, pods, cgroup, report).await;
 
-    for part in [
-        "Services from outside the node (NodePort, LoadBalancer)",
-        "cluster DNS",
-        "NetworkPolicy",
-    ] {
+    // Built and tested (cmd/tests/services.rs), but the sandbox has no
+    // network outside the node to show it from.
+    report.record(
+        Outcome::NotYet,
+        "Services from outside the node (NodePort, LoadBalancer): not shown here, the sandbox has no outside network",
+    );
+    for part in ["cluster DNS", "NetworkPolicy"] {
         report.record(Outcome::NotYet, format!("{part}: not implemented yet"));
     }
     Ok(())
