@@ -7,6 +7,7 @@
 //! (`zone`), independent of any wire format. Serving, forwarding and pod
 //! records arrive with the rest of the cluster DNS issue.
 
+pub mod forward;
 pub mod name;
 pub mod zone;
 

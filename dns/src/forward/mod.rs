@@ -1,0 +1,1 @@
+//! Forwarding and caching for names outside the cluster zone.
