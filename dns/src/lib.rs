@@ -3,15 +3,29 @@
 //! forwarding and caching for other names. hickory's types stay behind one
 //! module of this crate.
 //!
-//! So far: what a name means in the zone (`name`) and the zone's answers
-//! (`zone`), independent of any wire format. Serving, forwarding and pod
-//! records arrive with the rest of the cluster DNS issue.
+//! - `name`, `zone`: what a name means in the zone and the zone's answers,
+//!   independent of any wire format;
+//! - `wire`: the query and response format of the serving path;
+//! - `handler`: one query in, one decision out (zone, cache, forward);
+//! - `serve`: the UDP and TCP loops;
+//! - `forward`: forwarding and caching for every other name (the only
+//!   module that uses hickory's types);
+//! - `metrics`: what the server counts.
 
 pub mod forward;
+pub mod handler;
+pub mod metrics;
 pub mod name;
+pub mod serve;
+pub mod wire;
 pub mod zone;
 
 #[cfg(test)]
+mod serve_tests;
+#[cfg(test)]
+mod wire_tests;
+#[cfg(test)]
 mod zone_tests;
 
+pub use handler::{Handler, Outcome, SharedZone, Transport};
 pub use zone::{Answer, ClusterZone, PodRecords, QueryType, RData, Rcode, Record};

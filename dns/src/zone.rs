@@ -14,6 +14,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::name::{parse, ZoneName};
 
+/// CNAMEs an answer follows through ExternalNames in the zone.
+const MAX_CHAIN: usize = 8;
+
 /// The specification version `dns-version.<zone>` announces.
 pub const SPEC_VERSION: &str = "1.1.0";
 
@@ -95,6 +98,8 @@ struct ServiceRecord {
     ports: BTreeMap<(String, String), u16>,
     /// Ready endpoints (headless Services only).
     endpoints: Vec<Endpoint>,
+    /// Addresses of the pods behind the Service's endpoints, ready or not.
+    pod_addresses: BTreeSet<IpAddr>,
 }
 
 /// Which `<a-b-c-d>.<ns>.pod.<zone>` names exist (CoreDNS's `pods`
@@ -119,8 +124,15 @@ pub struct ClusterZone {
     /// Names each ClusterIP and headless endpoint address has, for PTR.
     reverse: BTreeMap<IpAddr, BTreeSet<String>>,
     pod_records: PodRecords,
-    /// (namespace, address) of the pods the zone knows.
+    /// Name endpoints without a hostname after their pod (CoreDNS's
+    /// `endpoint_pod_names`) rather than after their address.
+    endpoint_pod_names: bool,
+    /// (namespace, address) of the pods the zone knows: those of this
+    /// node (`set_pod`) ...
     pods: BTreeSet<(String, IpAddr)>,
+    /// ... and those behind any Service's endpoints, counted per Service
+    /// naming them, which covers pods of other nodes that back a Service.
+    endpoint_pods: BTreeMap<(String, IpAddr), usize>,
 }
 
 impl ClusterZone {
@@ -133,7 +145,9 @@ impl ClusterZone {
             services: BTreeMap::new(),
             reverse: BTreeMap::new(),
             pod_records: PodRecords::default(),
+            endpoint_pod_names: false,
             pods: BTreeSet::new(),
+            endpoint_pods: BTreeMap::new(),
         }
     }
 
@@ -178,7 +192,7 @@ impl ClusterZone {
             }
         }
         let endpoints = match headless {
-            true => ready_endpoints(slices),
+            true => ready_endpoints(slices, self.endpoint_pod_names),
             false => Vec::new(),
         };
         let record = ServiceRecord {
@@ -187,13 +201,23 @@ impl ClusterZone {
             external_name,
             ports,
             endpoints,
+            pod_addresses: pod_addresses(slices),
         };
         self.remove_service(&ns, &name);
         let key = (ns.to_ascii_lowercase(), name.to_ascii_lowercase());
         for (address, target) in self.pointers(&key, &record) {
             self.reverse.entry(address).or_default().insert(target);
         }
+        for a in &record.pod_addresses {
+            *self.endpoint_pods.entry((key.0.clone(), *a)).or_default() += 1;
+        }
         self.services.insert(key, record);
+    }
+
+    /// Names endpoints without a hostname after their pod from now on
+    /// (Services set later are named so; set it before filling the zone).
+    pub fn set_endpoint_pod_names(&mut self, on: bool) {
+        self.endpoint_pod_names = on;
     }
 
     pub fn set_pod_records(&mut self, mode: PodRecords) {
@@ -225,6 +249,15 @@ impl ClusterZone {
                 }
             }
         }
+        for a in old.pod_addresses {
+            let pod = (key.0.clone(), a);
+            if let Some(n) = self.endpoint_pods.get_mut(&pod) {
+                *n -= 1;
+                if *n == 0 {
+                    self.endpoint_pods.remove(&pod);
+                }
+            }
+        }
     }
 
     /// The PTR records a Service brings: each ClusterIP to the Service's
@@ -238,6 +271,12 @@ impl ClusterZone {
                 .map(|e| (e.address, format!("{}.{service_name}", e.hostname))),
         );
         out
+    }
+
+    /// Whether `qname` is in the cluster zone (reverse names are not: the
+    /// zone answers only those of addresses it knows).
+    pub fn owns(&self, qname: &str) -> bool {
+        parse(qname, &self.domain).is_some()
     }
 
     /// The answer to `qname`/`qtype`, or None when the name is not in the
@@ -273,7 +312,10 @@ impl ClusterZone {
                 let exists = match self.pod_records {
                     PodRecords::Disabled => false,
                     PodRecords::Insecure => true,
-                    PodRecords::Verified => self.pods.contains(&(namespace, address)),
+                    PodRecords::Verified => {
+                        let pod = (namespace, address);
+                        self.pods.contains(&pod) || self.endpoint_pods.contains_key(&pod)
+                    }
                 };
                 match exists {
                     true => self.addresses(&owner, &[address], qtype),
@@ -336,17 +378,7 @@ impl ClusterZone {
 
     fn service(&self, owner: &str, s: &ServiceRecord, qtype: QueryType) -> Answer {
         if let Some(target) = &s.external_name {
-            let mut answers = vec![self.record(owner, RData::Cname(absolute(target)))];
-            // A target in the zone is chased, once: its records follow.
-            if let Some(Answer {
-                rcode: Rcode::NoError,
-                answers: more,
-                ..
-            }) = self.chase(target, qtype)
-            {
-                answers.extend(more);
-            }
-            return self.positive(answers, vec![]);
+            return self.alias(owner, target, qtype);
         }
         if s.headless {
             // No ready endpoint: the name does not exist (yet).
@@ -359,19 +391,40 @@ impl ClusterZone {
         self.addresses(owner, &s.cluster_ips, qtype)
     }
 
-    /// The answer for an ExternalName's target if it is in the zone and is
-    /// not itself an ExternalName (no chains of them are followed).
-    fn chase(&self, target: &str, qtype: QueryType) -> Option<Answer> {
-        match parse(target, &self.domain)? {
-            ZoneName::Service { namespace, service } => {
-                let s = self.services.get(&(namespace, service))?;
-                if s.external_name.is_some() {
-                    return None;
+    /// An ExternalName's CNAME, followed by what its target has when the
+    /// target is in the zone: another ExternalName's CNAME (a chain, up to
+    /// [`MAX_CHAIN`] links and never round a loop) or a Service's records.
+    /// A target outside the zone is left for the client to resolve.
+    fn alias(&self, owner: &str, target: &str, qtype: QueryType) -> Answer {
+        let mut answers = vec![self.record(owner, RData::Cname(absolute(target)))];
+        let mut seen = BTreeSet::from([owner.to_ascii_lowercase()]);
+        let mut next = absolute(target);
+        while answers.len() <= MAX_CHAIN && seen.insert(next.to_ascii_lowercase()) {
+            let Some(ZoneName::Service { namespace, service }) = parse(&next, &self.domain) else {
+                break;
+            };
+            let Some(s) = self.services.get(&(namespace, service)) else {
+                break;
+            };
+            match &s.external_name {
+                Some(t) => {
+                    answers.push(self.record(&next, RData::Cname(absolute(t))));
+                    next = absolute(t);
                 }
-                Some(self.service(&absolute(target), s, qtype))
+                None => {
+                    if let Answer {
+                        rcode: Rcode::NoError,
+                        answers: more,
+                        ..
+                    } = self.service(&next, s, qtype)
+                    {
+                        answers.extend(more);
+                    }
+                    break;
+                }
             }
-            _ => None,
         }
+        self.positive(answers, vec![])
     }
 
     /// A or AAAA records of those `addresses` of the asked family; NODATA
@@ -510,8 +563,9 @@ fn address_records(addresses: &[IpAddr], qtype: QueryType) -> Vec<RData> {
 }
 
 /// The ready endpoints of all slices, each under its hostname or, without
-/// one, a name made from its address (`10-42-0-5`, `fd00-42--5`).
-fn ready_endpoints(slices: &[&EndpointSlice]) -> Vec<Endpoint> {
+/// one, its pod's name (with `pod_names`) or a name made from its address
+/// (`10-42-0-5`, `fd00-42--5`).
+fn ready_endpoints(slices: &[&EndpointSlice], pod_names: bool) -> Vec<Endpoint> {
     let mut out = Vec::new();
     for slice in slices {
         for e in &slice.endpoints {
@@ -519,9 +573,15 @@ fn ready_endpoints(slices: &[&EndpointSlice]) -> Vec<Endpoint> {
                 continue;
             }
             for address in e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                let pod_name = e
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| pod_names && r.kind.as_deref() == Some("Pod"))
+                    .and_then(|r| r.name.clone());
                 let hostname = e
                     .hostname
                     .clone()
+                    .or(pod_name)
                     .map(|h| h.to_ascii_lowercase())
                     .unwrap_or_else(|| address.to_string().replace(['.', ':'], "-"));
                 out.push(Endpoint { address, hostname });
@@ -531,4 +591,16 @@ fn ready_endpoints(slices: &[&EndpointSlice]) -> Vec<Endpoint> {
     out.sort_by(|a, b| (&a.hostname, a.address).cmp(&(&b.hostname, b.address)));
     out.dedup();
     out
+}
+
+/// The addresses of every endpoint that is a pod, ready or not: a pod
+/// exists while it is starting or terminating too.
+fn pod_addresses(slices: &[&EndpointSlice]) -> BTreeSet<IpAddr> {
+    slices
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| e.target_ref.as_ref().is_some_and(|r| r.kind.as_deref() == Some("Pod")))
+        .flat_map(|e| &e.addresses)
+        .filter_map(|a| a.parse().ok())
+        .collect()
 }

@@ -19,7 +19,7 @@ fn slice(family: &str, ports: Value, endpoints: Value) -> EndpointSlice {
     .unwrap()
 }
 
-fn zone() -> ClusterZone {
+pub(crate) fn zone() -> ClusterZone {
     let mut z = ClusterZone::new("cluster.local", 5);
     z.set_service(
         &service(
@@ -281,4 +281,121 @@ fn an_external_name_in_the_zone_is_chased() {
     assert_eq!(a.answers[0].data, RData::Cname("web.demo.svc.cluster.local.".into()));
     assert_eq!(addresses(&a), vec![ip("10.43.0.10")]);
     assert_eq!(a.answers[1].name, "web.demo.svc.cluster.local.");
+}
+
+#[test]
+fn external_name_chains_are_followed_and_loops_stop() {
+    let mut z = zone();
+    let alias = |name: &str, target: &str| service(name, json!({"type": "ExternalName", "externalName": target}));
+    z.set_service(&alias("first", "second.demo.svc.cluster.local."), &[]);
+    z.set_service(&alias("second", "web.demo.svc.cluster.local."), &[]);
+    let a = z.answer("first.demo.svc.cluster.local.", QueryType::A).unwrap();
+    let chain: Vec<(String, RData)> = a.answers.iter().map(|r| (r.name.clone(), r.data.clone())).collect();
+    assert_eq!(
+        chain,
+        vec![
+            (
+                "first.demo.svc.cluster.local.".into(),
+                RData::Cname("second.demo.svc.cluster.local.".into())
+            ),
+            (
+                "second.demo.svc.cluster.local.".into(),
+                RData::Cname("web.demo.svc.cluster.local.".into())
+            ),
+            (
+                "web.demo.svc.cluster.local.".into(),
+                RData::A("10.43.0.10".parse().unwrap())
+            ),
+        ]
+    );
+    z.set_service(&alias("ping", "pong.demo.svc.cluster.local"), &[]);
+    z.set_service(&alias("pong", "PING.demo.svc.cluster.local"), &[]);
+    let a = z.answer("ping.demo.svc.cluster.local.", QueryType::A).unwrap();
+    assert_eq!(
+        (a.rcode, a.answers.len()),
+        (Rcode::NoError, 2),
+        "a loop ends where it closes"
+    );
+    // A chain leaving the zone ends with the CNAME to the outside name.
+    let a = z.answer("upstream.demo.svc.cluster.local.", QueryType::A).unwrap();
+    assert_eq!(a.answers.len(), 1);
+}
+
+#[test]
+fn duplicate_hostnames_share_a_name_and_pod_names_can_name_endpoints() {
+    let endpoints = json!([
+        {"addresses": ["10.42.0.21"], "hostname": "shard", "targetRef": {"kind": "Pod", "name": "db-a"}},
+        {"addresses": ["10.42.0.22"], "hostname": "shard", "targetRef": {"kind": "Pod", "name": "db-b"}},
+        {"addresses": ["10.42.0.23"], "targetRef": {"kind": "Pod", "name": "Worker-7"}}
+    ]);
+    let ports = json!([{"name": "sql", "port": 5432}]);
+    let svc = service(
+        "dup",
+        json!({"clusterIP": "None", "ports": [{"name": "sql", "port": 5432}]}),
+    );
+    let s = slice("IPv4", ports.clone(), endpoints.clone());
+    let mut z = zone();
+    z.set_service(&svc, &[&s]);
+    let shard = z.answer("shard.dup.demo.svc.cluster.local.", QueryType::A).unwrap();
+    assert_eq!(addresses(&shard), vec![ip("10.42.0.21"), ip("10.42.0.22")]);
+    let srv = z
+        .answer("_sql._tcp.dup.demo.svc.cluster.local.", QueryType::Srv)
+        .unwrap();
+    assert_eq!(srv.answers.len(), 2, "one SRV per name, not per address");
+    assert_eq!(srv.additionals.len(), 3, "with every address of each name");
+    assert_eq!(
+        addresses(
+            &z.answer("10-42-0-23.dup.demo.svc.cluster.local.", QueryType::A)
+                .unwrap()
+        ),
+        vec![ip("10.42.0.23")]
+    );
+    let mut named = ClusterZone::new("cluster.local", 5);
+    named.set_endpoint_pod_names(true);
+    named.set_service(&svc, &[&s]);
+    let w = named
+        .answer("worker-7.dup.demo.svc.cluster.local.", QueryType::A)
+        .unwrap();
+    assert_eq!(
+        addresses(&w),
+        vec![ip("10.42.0.23")],
+        "endpoint_pod_names: the pod's name"
+    );
+    assert_eq!(
+        named
+            .answer("shard.dup.demo.svc.cluster.local.", QueryType::A)
+            .unwrap()
+            .answers
+            .len(),
+        2,
+        "a hostname still wins over the pod name"
+    );
+}
+
+#[test]
+fn verified_pod_records_know_the_pods_behind_endpoints() {
+    let mut z = zone();
+    let name = "10-42-5-5.demo.pod.cluster.local.";
+    assert_eq!(z.answer(name, QueryType::A).unwrap().rcode, Rcode::NxDomain);
+    let backing = slice(
+        "IPv4",
+        json!([]),
+        json!([{"addresses": ["10.42.5.5"], "conditions": {"ready": false}, "targetRef": {"kind": "Pod", "name": "p"}}]),
+    );
+    let svc = service("backed", json!({"clusterIP": "10.43.0.50"}));
+    z.set_service(&svc, &[&backing]);
+    assert_eq!(
+        addresses(&z.answer(name, QueryType::A).unwrap()),
+        vec![ip("10.42.5.5")],
+        "a pod of another node, known by the Service it backs"
+    );
+    z.set_service(&service("also", json!({"clusterIP": "10.43.0.51"})), &[&backing]);
+    z.remove_service("demo", "backed");
+    assert_eq!(
+        z.answer(name, QueryType::A).unwrap().rcode,
+        Rcode::NoError,
+        "still backs one"
+    );
+    z.remove_service("demo", "also");
+    assert_eq!(z.answer(name, QueryType::A).unwrap().rcode, Rcode::NxDomain);
 }

@@ -1,0 +1,157 @@
+//! One query in, one decision out: answer from the cluster zone, answer
+//! from the forwarder's cache, forward, refuse or ignore. Everything here
+//! is synchronous and allocation-light; only a forward leaves it, for the
+//! serving loop to await.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::metrics::{DnsMetrics, Source};
+use crate::wire::{Malformed, Query, Response, ResponseCode, TCP_MAX};
+use crate::zone::ClusterZone;
+
+const CLASS_IN: u16 = 1;
+
+/// The cluster zone as the server reads it and the agent writes it, and
+/// whether it has been filled from a synced cache yet.
+pub struct SharedZone {
+    zone: RwLock<ClusterZone>,
+    synced: AtomicBool,
+}
+
+impl SharedZone {
+    pub fn new(zone: ClusterZone) -> SharedZone {
+        SharedZone {
+            zone: RwLock::new(zone),
+            synced: AtomicBool::new(false),
+        }
+    }
+
+    /// Changes the zone in place.
+    pub fn update<R>(&self, f: impl FnOnce(&mut ClusterZone) -> R) -> R {
+        f(&mut self.zone.write().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Marks the zone complete: names in it are answered from now on
+    /// instead of SERVFAIL.
+    pub fn set_synced(&self) {
+        self.synced.store(true, Ordering::Release);
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ClusterZone> {
+        self.zone.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How a query arrived, which bounds the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What the serving loop does with a query.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send this reply.
+    Reply(Vec<u8>, Source),
+    /// Ask the forwarder and send what it says; `limit` bounds the reply.
+    Forward { limit: usize },
+    /// Send nothing.
+    Ignore,
+}
+
+/// What the handler needs of whoever answers names outside the zone
+/// ([`crate::forward::Forwarder`]; tests use fakes). Queries and replies
+/// are whole DNS messages.
+pub trait Forward: Send + Sync + 'static {
+    /// A fresh cached reply, without waiting for anyone.
+    fn cached(&self, query: &[u8], limit: usize) -> Option<Vec<u8>>;
+    /// Whether this is one of our own loop probes coming back to us.
+    fn is_loop_probe(&self, query: &[u8]) -> bool;
+    /// The reply, from upstream if need be; SERVFAIL when none answers.
+    fn resolve<'a>(&'a self, query: &'a [u8], limit: usize) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send + 'a>>;
+}
+
+pub struct Handler {
+    zone: Arc<SharedZone>,
+    forwarder: Option<Arc<dyn Forward>>,
+    metrics: Arc<DnsMetrics>,
+}
+
+impl Handler {
+    /// A handler answering from `zone`, forwarding other names to
+    /// `forwarder` (without one, they are refused).
+    pub fn new(zone: Arc<SharedZone>, forwarder: Option<Arc<dyn Forward>>, metrics: Arc<DnsMetrics>) -> Handler {
+        Handler {
+            zone,
+            forwarder,
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &DnsMetrics {
+        &self.metrics
+    }
+
+    pub fn forwarder(&self) -> Option<&Arc<dyn Forward>> {
+        self.forwarder.as_ref()
+    }
+
+    pub fn handle(&self, msg: &[u8], transport: Transport) -> Outcome {
+        let q = match Query::parse(msg) {
+            Ok(q) => q,
+            Err(Malformed::Ignore) => {
+                self.metrics.ignored();
+                return Outcome::Ignore;
+            }
+            Err(Malformed::Reply { id, rd, code }) => {
+                return Outcome::Reply(Response::bare(id, rd, code), Source::Local);
+            }
+        };
+        self.metrics.query(q.qtype);
+        if q.edns.is_some_and(|e| e.version != 0) {
+            return Outcome::Reply(Response::empty(&q, ResponseCode::BadVers), Source::Local);
+        }
+        let limit = match transport {
+            Transport::Udp => q.udp_limit(),
+            Transport::Tcp => TCP_MAX,
+        };
+        if let Some(reply) = self.zone_reply(&q, limit) {
+            return Outcome::Reply(reply, Source::Zone);
+        }
+        let Some(forwarder) = &self.forwarder else {
+            return Outcome::Reply(Response::empty(&q, ResponseCode::Refused), Source::Local);
+        };
+        // Our own loop probe came back: whoever sent it forwards to us.
+        if forwarder.is_loop_probe(msg) {
+            return Outcome::Reply(Response::empty(&q, ResponseCode::Refused), Source::Local);
+        }
+        match forwarder.cached(msg, limit) {
+            Some(reply) => Outcome::Reply(reply, Source::Forwarded),
+            None => Outcome::Forward { limit },
+        }
+    }
+
+    /// The zone's reply when the name is the zone's to answer: SERVFAIL
+    /// until the zone has been filled, so that no pod caches an NXDOMAIN
+    /// for a Service that exists.
+    fn zone_reply(&self, q: &Query, limit: usize) -> Option<Vec<u8>> {
+        let name = q.name.as_deref()?;
+        let zone = self.zone.read();
+        if !self.zone.is_synced() {
+            return zone.owns(name).then(|| Response::empty(q, ResponseCode::ServFail));
+        }
+        let answer = zone.answer(name, q.query_type())?;
+        if q.qclass != CLASS_IN {
+            return Some(Response::empty(q, ResponseCode::Refused));
+        }
+        Some(Response::from_answer(q, &answer, limit))
+    }
+}

@@ -1,0 +1,158 @@
+//! The serving loops: one task per UDP socket, one per TCP listener and
+//! one per TCP connection. A query the zone or the cache answers is
+//! answered inline; a forwarded one gets a task of its own so a slow
+//! upstream never holds up the zone's answers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+
+use crate::handler::{Handler, Outcome, Transport};
+use crate::metrics::Source;
+use crate::wire::{Malformed, Query, Response, ResponseCode};
+
+/// Forwarded queries in flight at once; beyond this they are answered
+/// SERVFAIL at once rather than queued behind a dead upstream.
+const MAX_FORWARDS: usize = 1024;
+/// TCP connections at once (RFC 7766 asks servers to bound them).
+const MAX_TCP_CONNECTIONS: usize = 256;
+/// A TCP connection with no query for this long is closed (RFC 7766
+/// suggests seconds, not minutes).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Serves queries arriving on `socket` until the socket fails.
+pub async fn serve_udp(socket: UdpSocket, handler: Arc<Handler>) -> std::io::Result<()> {
+    let socket = Arc::new(socket);
+    let forwards = Arc::new(Semaphore::new(MAX_FORWARDS));
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            // ICMP errors for earlier replies surface here on Linux; they
+            // are about one client, not the socket.
+            Err(e) if is_transient(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let started = Instant::now();
+        let msg = &buf[..n];
+        match handler.handle(msg, Transport::Udp) {
+            Outcome::Reply(reply, source) => {
+                handler.metrics().reply(&reply, source, started.elapsed());
+                let _ = socket.send_to(&reply, peer).await;
+            }
+            Outcome::Ignore => {}
+            Outcome::Forward { limit } => match forwards.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let (socket, handler, query) = (socket.clone(), handler.clone(), msg.to_vec());
+                    tokio::spawn(async move {
+                        let reply = forward(&handler, &query, limit).await;
+                        handler.metrics().reply(&reply, Source::Forwarded, started.elapsed());
+                        let _ = socket.send_to(&reply, peer).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    handler.metrics().overloaded();
+                    let reply = servfail(msg);
+                    handler.metrics().reply(&reply, Source::Local, started.elapsed());
+                    let _ = socket.send_to(&reply, peer).await;
+                }
+            },
+        }
+    }
+}
+
+/// Accepts TCP connections on `listener` for as long as it is polled.
+pub async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>) {
+    let connections = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) if is_transient(&e) => continue,
+            // Out of descriptors, say: a moment, not the end of the
+            // listener; a pause keeps the loop from spinning meanwhile.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a DNS over TCP connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Over the bound the connection is closed at once: the client
+        // retries or falls back to UDP, and no one can pin our memory.
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            continue;
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, &handler).await {
+                tracing::debug!(%peer, error = %e, "DNS over TCP connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Answers length-prefixed queries on one connection, in order, until the
+/// client closes it or stays idle.
+async fn connection(mut stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
+            Err(_) => return Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(r) => r?,
+        };
+        let msg = &mut buf[..usize::from(u16::from_be_bytes(len))];
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(msg))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "query cut short"))??;
+        let started = Instant::now();
+        let (reply, source) = match handler.handle(msg, Transport::Tcp) {
+            Outcome::Reply(reply, source) => (reply, source),
+            Outcome::Ignore => continue,
+            Outcome::Forward { limit } => (forward(handler, msg, limit).await, Source::Forwarded),
+        };
+        handler.metrics().reply(&reply, source, started.elapsed());
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&reply);
+        stream.write_all(&framed).await?;
+    }
+}
+
+async fn forward(handler: &Handler, query: &[u8], limit: usize) -> Vec<u8> {
+    match handler.forwarder() {
+        Some(f) => f.resolve(query, limit).await,
+        None => servfail(query),
+    }
+}
+
+/// SERVFAIL for a query the handler already parsed once.
+fn servfail(query: &[u8]) -> Vec<u8> {
+    match Query::parse(query) {
+        Ok(q) => Response::empty(&q, ResponseCode::ServFail),
+        Err(Malformed::Reply { id, rd, .. }) => Response::bare(id, rd, ResponseCode::ServFail),
+        Err(Malformed::Ignore) => Vec::new(),
+    }
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | ConnectionAborted | Interrupted | WouldBlock
+    )
+}
+
+/// Binds UDP and TCP on `address`; both are needed (RFC 7766 makes TCP a
+/// must for every server).
+pub async fn bind(address: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let udp = UdpSocket::bind(address).await?;
+    let tcp = TcpListener::bind(address).await?;
+    Ok((udp, tcp))
+}
