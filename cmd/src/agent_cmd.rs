@@ -45,12 +45,15 @@ pub fn agent(config: Config, client: kube::Client, plugin_binary: Option<PathBuf
         Some(binary) => netstack::cni::CniModule::installing(binary),
         None => netstack::cni::CniModule::default(),
     };
-    let services = config.services.enabled;
-    let agent = Agent::new(config, client).with_module(Box::new(cni));
-    match services {
-        true => agent.with_module(Box::<netstack::lb::ServicesModule>::default()),
-        false => agent,
+    let (services, dns) = (config.services.enabled, config.dns.enabled);
+    let mut agent = Agent::new(config, client).with_module(Box::new(cni));
+    if services {
+        agent = agent.with_module(Box::<netstack::lb::ServicesModule>::default());
     }
+    if dns {
+        agent = agent.with_module(Box::<netstack::dns::DnsModule>::default());
+    }
+    agent
 }
 
 /// Resolves on SIGTERM or SIGINT.

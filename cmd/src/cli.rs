@@ -26,6 +26,8 @@ pub enum Command {
     Status(QueryArgs),
     /// Show this node's pod CIDRs and address leases.
     Ipam(QueryArgs),
+    /// Cluster DNS: the server's state, or ask it a question.
+    Dns(DnsArgs),
     /// Print version information.
     Version,
     /// Run a one-machine cluster for networking: API stand-in, agent, pods.
@@ -55,6 +57,33 @@ pub struct QueryArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct DnsArgs {
+    #[command(subcommand)]
+    pub command: DnsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DnsCommand {
+    /// Where the server listens, its upstreams, zone and counters.
+    Status(QueryArgs),
+    /// Ask the running server NAME (absolute: no search list) and print the reply.
+    Query {
+        name: String,
+        /// Record type: A, AAAA, SRV, PTR, TXT, CNAME, SOA, ... or a number.
+        #[arg(name = "TYPE", default_value = "A")]
+        rtype: String,
+        /// Ask over TCP (UDP falls back to TCP by itself on a truncated reply).
+        #[arg(long)]
+        tcp: bool,
+        /// Ask this server instead of the agent's first listen address.
+        #[arg(long)]
+        server: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        admin: QueryArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
 pub struct SandboxArgs {
     /// Keep running after the checks (Ctrl-C to stop) and print the kubeconfig path for kubectl.
     #[arg(long)]
@@ -73,6 +102,7 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => crate::agent_cmd::run(*args),
         Command::Status(args) => crate::status_cmd::run(args),
         Command::Ipam(args) => crate::ipam_cmd::run(args),
+        Command::Dns(args) => crate::dns_cmd::run(args),
         Command::Version => {
             print_version();
             Ok(ExitCode::SUCCESS)

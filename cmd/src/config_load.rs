@@ -90,6 +90,7 @@ impl ConfigFlags {
                 ..Default::default()
             },
             services: Default::default(),
+            dns: Default::default(),
             shutdown_grace_seconds: None,
         }
     }

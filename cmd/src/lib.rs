@@ -5,6 +5,7 @@ pub mod agent_cmd;
 pub mod cli;
 pub mod cni;
 pub mod config_load;
+pub mod dns_cmd;
 pub mod ipam_cmd;
 pub mod kube_client;
 pub mod logging;

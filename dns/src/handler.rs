@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::metrics::{DnsMetrics, Source};
 use crate::wire::{Malformed, Query, Response, ResponseCode, TCP_MAX};
-use crate::zone::ClusterZone;
+use crate::zone::{Answer, ClusterZone, QueryType, RData, Record};
 
 const CLASS_IN: u16 = 1;
 
@@ -63,6 +63,14 @@ pub enum Outcome {
     Reply(Vec<u8>, Source),
     /// Ask the forwarder and send what it says; `limit` bounds the reply.
     Forward { limit: usize },
+    /// The zone's `answer` ends in a CNAME to `target`, outside the zone:
+    /// ask the forwarder for the target's records and reply with both, as
+    /// a recursive server would (a stub resolver does not chase CNAMEs).
+    Chase {
+        answer: Answer,
+        target: String,
+        limit: usize,
+    },
     /// Send nothing.
     Ignore,
 }
@@ -77,6 +85,9 @@ pub trait Forward: Send + Sync + 'static {
     fn is_loop_probe(&self, query: &[u8]) -> bool;
     /// The reply, from upstream if need be; SERVFAIL when none answers.
     fn resolve<'a>(&'a self, query: &'a [u8], limit: usize) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send + 'a>>;
+    /// The answer records of `name`/`rtype`, to follow a CNAME out of the
+    /// zone.
+    fn lookup<'a>(&'a self, name: &'a str, rtype: u16) -> Pin<Box<dyn Future<Output = Vec<Record>> + Send + 'a>>;
 }
 
 pub struct Handler {
@@ -123,8 +134,10 @@ impl Handler {
             Transport::Udp => q.udp_limit(),
             Transport::Tcp => TCP_MAX,
         };
-        if let Some(reply) = self.zone_reply(&q, limit) {
-            return Outcome::Reply(reply, Source::Zone);
+        match self.zone_reply(&q, limit) {
+            Some(ZoneReply::Done(reply)) => return Outcome::Reply(reply, Source::Zone),
+            Some(ZoneReply::Chase(answer, target)) => return Outcome::Chase { answer, target, limit },
+            None => {}
         }
         let Some(forwarder) = &self.forwarder else {
             return Outcome::Reply(Response::empty(&q, ResponseCode::Refused), Source::Local);
@@ -142,16 +155,62 @@ impl Handler {
     /// The zone's reply when the name is the zone's to answer: SERVFAIL
     /// until the zone has been filled, so that no pod caches an NXDOMAIN
     /// for a Service that exists.
-    fn zone_reply(&self, q: &Query, limit: usize) -> Option<Vec<u8>> {
+    fn zone_reply(&self, q: &Query, limit: usize) -> Option<ZoneReply> {
         let name = q.name.as_deref()?;
         let zone = self.zone.read();
         if !self.zone.is_synced() {
-            return zone.owns(name).then(|| Response::empty(q, ResponseCode::ServFail));
+            return zone
+                .owns(name)
+                .then(|| ZoneReply::Done(Response::empty(q, ResponseCode::ServFail)));
         }
         let answer = zone.answer(name, q.query_type())?;
         if q.qclass != CLASS_IN {
-            return Some(Response::empty(q, ResponseCode::Refused));
+            return Some(ZoneReply::Done(Response::empty(q, ResponseCode::Refused)));
         }
-        Some(Response::from_answer(q, &answer, limit))
+        if let Some(target) = self.forwarder.as_ref().and_then(|_| leaves_zone(&zone, &answer, q)) {
+            return Some(ZoneReply::Chase(answer, target));
+        }
+        Some(ZoneReply::Done(Response::from_answer(q, &answer, limit)))
+    }
+}
+
+enum ZoneReply {
+    Done(Vec<u8>),
+    Chase(Answer, String),
+}
+
+/// The target of the CNAME an answer ends with, when that target is
+/// outside the zone and the question was for another type.
+fn leaves_zone(zone: &ClusterZone, answer: &Answer, q: &Query) -> Option<String> {
+    if q.query_type() == QueryType::Cname {
+        return None;
+    }
+    match &answer.answers.last()?.data {
+        RData::Cname(target) if !zone.owns(target) => Some(target.clone()),
+        _ => None,
+    }
+}
+
+impl Forward for crate::forward::Forwarder {
+    fn cached(&self, query: &[u8], limit: usize) -> Option<Vec<u8>> {
+        crate::forward::Forwarder::cached(self, query, limit)
+    }
+
+    fn is_loop_probe(&self, query: &[u8]) -> bool {
+        crate::forward::Forwarder::is_loop_probe(self, query)
+    }
+
+    fn resolve<'a>(&'a self, query: &'a [u8], limit: usize) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send + 'a>> {
+        // None only for a query it cannot read, which the handler already
+        // read: nothing to send.
+        Box::pin(async move {
+            crate::forward::Forwarder::resolve(self, query, limit)
+                .await
+                .unwrap_or_default()
+        })
+    }
+
+    fn lookup<'a>(&'a self, name: &'a str, rtype: u16) -> Pin<Box<dyn Future<Output = Vec<Record>> + Send + 'a>> {
+        Box::pin(crate::forward::Forwarder::lookup(self, name, rtype))
     }
 }

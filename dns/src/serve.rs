@@ -45,13 +45,16 @@ pub async fn serve_udp(socket: UdpSocket, handler: Arc<Handler>) -> std::io::Res
                 let _ = socket.send_to(&reply, peer).await;
             }
             Outcome::Ignore => {}
-            Outcome::Forward { limit } => match forwards.clone().try_acquire_owned() {
+            // It waits on an upstream: in a task of its own.
+            pending => match forwards.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let (socket, handler, query) = (socket.clone(), handler.clone(), msg.to_vec());
                     tokio::spawn(async move {
-                        let reply = forward(&handler, &query, limit).await;
-                        handler.metrics().reply(&reply, Source::Forwarded, started.elapsed());
-                        let _ = socket.send_to(&reply, peer).await;
+                        let (reply, source) = complete(&handler, pending, &query).await;
+                        if !reply.is_empty() {
+                            handler.metrics().reply(&reply, source, started.elapsed());
+                            let _ = socket.send_to(&reply, peer).await;
+                        }
                         drop(permit);
                     });
                 }
@@ -115,8 +118,11 @@ async fn connection(mut stream: TcpStream, handler: &Handler) -> std::io::Result
         let (reply, source) = match handler.handle(msg, Transport::Tcp) {
             Outcome::Reply(reply, source) => (reply, source),
             Outcome::Ignore => continue,
-            Outcome::Forward { limit } => (forward(handler, msg, limit).await, Source::Forwarded),
+            pending => complete(handler, pending, msg).await,
         };
+        if reply.is_empty() {
+            continue;
+        }
         handler.metrics().reply(&reply, source, started.elapsed());
         let mut framed = Vec::with_capacity(reply.len() + 2);
         framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
@@ -125,10 +131,27 @@ async fn connection(mut stream: TcpStream, handler: &Handler) -> std::io::Result
     }
 }
 
-async fn forward(handler: &Handler, query: &[u8], limit: usize) -> Vec<u8> {
-    match handler.forwarder() {
-        Some(f) => f.resolve(query, limit).await,
-        None => servfail(query),
+/// The reply to a query that needed the forwarder: its whole answer, or
+/// the zone's answer followed by the records its CNAME points at.
+async fn complete(handler: &Handler, pending: Outcome, query: &[u8]) -> (Vec<u8>, Source) {
+    let Some(forwarder) = handler.forwarder() else {
+        return (servfail(query), Source::Local);
+    };
+    match pending {
+        Outcome::Forward { limit } => (forwarder.resolve(query, limit).await, Source::Forwarded),
+        Outcome::Chase {
+            mut answer,
+            target,
+            limit,
+        } => {
+            let Ok(q) = Query::parse(query) else {
+                return (Vec::new(), Source::Zone);
+            };
+            answer.answers.extend(forwarder.lookup(&target, q.qtype).await);
+            (Response::from_answer(&q, &answer, limit), Source::Zone)
+        }
+        Outcome::Reply(reply, source) => (reply, source),
+        Outcome::Ignore => (Vec::new(), Source::Local),
     }
 }
 

@@ -35,6 +35,21 @@ impl Forward for FakeUpstream {
         Query::parse(query).is_ok_and(|q| q.name.as_deref() == Some("probe.netlet-loop-probe."))
     }
 
+    fn lookup<'a>(
+        &'a self,
+        name: &'a str,
+        _rtype: u16,
+    ) -> Pin<Box<dyn Future<Output = Vec<crate::Record>> + Send + 'a>> {
+        Box::pin(async move {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            vec![crate::Record {
+                name: name.to_string(),
+                ttl: 30,
+                data: crate::RData::A("192.0.2.80".parse().unwrap()),
+            }]
+        })
+    }
+
     fn resolve<'a>(&'a self, query: &'a [u8], _limit: usize) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send + 'a>> {
         Box::pin(async move {
             self.asked.fetch_add(1, Ordering::SeqCst);
@@ -184,4 +199,46 @@ async fn garbage_gets_formerr_or_silence_and_the_server_goes_on() {
     let a = counts.queries.iter().find(|(t, _)| *t == "A").unwrap().1;
     assert_eq!(a, 1, "the FORMERR one has no question to count");
     assert_eq!(counts.latency.count, 2, "the FORMERR and the answer");
+}
+
+#[tokio::test]
+async fn a_cname_out_of_the_zone_is_followed_through_the_forwarder() {
+    let s = start(true).await;
+    s.zone.set_synced();
+    for answers in [
+        vec![
+            udp(
+                s.address,
+                &query("upstream.demo.svc.cluster.local.", RecordType::A, None),
+            )
+            .await,
+        ],
+        tcp(
+            s.address,
+            &[query("upstream.demo.svc.cluster.local.", RecordType::A, None)],
+        )
+        .await,
+    ] {
+        let records: Vec<String> = answers[0]
+            .answers
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.data))
+            .collect();
+        assert_eq!(
+            records,
+            vec![
+                "upstream.demo.svc.cluster.local. example.org.",
+                "example.org. 192.0.2.80"
+            ]
+        );
+        assert!(answers[0].metadata.authoritative);
+    }
+    // Asked for the CNAME itself, the zone's answer is the whole answer.
+    let m = udp(
+        s.address,
+        &query("upstream.demo.svc.cluster.local.", RecordType::CNAME, None),
+    )
+    .await;
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(s.upstream.asked.load(Ordering::SeqCst), 2);
 }

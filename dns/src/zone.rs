@@ -236,6 +236,11 @@ impl ClusterZone {
         }
     }
 
+    /// (namespace, name) of every Service in the zone, lower case.
+    pub fn service_keys(&self) -> Vec<(String, String)> {
+        self.services.keys().cloned().collect()
+    }
+
     pub fn remove_service(&mut self, namespace: &str, name: &str) {
         let key = (namespace.to_ascii_lowercase(), name.to_ascii_lowercase());
         let Some(old) = self.services.remove(&key) else {

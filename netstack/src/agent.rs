@@ -62,8 +62,10 @@ impl Agent {
 
         let mut statuses = Vec::new();
         let mut metric_sources = Vec::new();
+        let mut module_routes = Vec::new();
         for module in self.modules {
             metric_sources.extend(module.metrics());
+            module_routes.extend(module.routes());
             let status = ModuleStatus::new(module.name());
             statuses.push(status.clone());
             let ctx = ModuleContext {
@@ -99,6 +101,7 @@ impl Agent {
             store,
             modules: Arc::new(statuses),
             metric_sources: Arc::new(metric_sources),
+            module_routes: Arc::new(module_routes),
             started: Instant::now(),
             api_server_version,
         };

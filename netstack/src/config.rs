@@ -47,7 +47,30 @@ pub struct RawConfig {
     pub cni: RawCniConfig,
     #[serde(default)]
     pub services: RawServicesConfig,
+    #[serde(default)]
+    pub dns: RawDnsConfig,
     pub shutdown_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawDnsConfig {
+    /// Serve cluster DNS on the clusterDNS addresses of this node.
+    pub enabled: Option<bool>,
+    /// UDP and TCP port.
+    pub port: Option<u16>,
+    /// TTL of the cluster zone's records (and of its negative answers).
+    pub ttl: Option<u32>,
+    /// `<a-b-c-d>.<ns>.pod.<zone>` names: disabled, insecure or verified.
+    pub pod_records: Option<String>,
+    /// Name headless endpoints without a hostname after their pod.
+    pub endpoint_pod_names: Option<bool>,
+    /// Servers for every other name, `IP` or `IP:port`; default: the
+    /// nameservers of `resolvConf`.
+    pub upstreams: Option<Vec<String>>,
+    pub resolv_conf: Option<PathBuf>,
+    /// Answers the forwarding cache holds at most.
+    pub cache_entries: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +139,31 @@ pub struct Config {
     pub admin: AdminConfig,
     pub cni: CniConfig,
     pub services: ServicesConfig,
+    pub dns: DnsConfig,
     pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsConfig {
+    pub enabled: bool,
+    pub port: u16,
+    pub ttl: u32,
+    pub pod_records: PodRecordsMode,
+    pub endpoint_pod_names: bool,
+    /// Empty: read from `resolv_conf` when the server starts.
+    pub upstreams: Vec<SocketAddr>,
+    pub resolv_conf: PathBuf,
+    pub cache_entries: usize,
+}
+
+/// Which pod records the cluster zone has (CoreDNS's `pods` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodRecordsMode {
+    Disabled,
+    Insecure,
+    Verified,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -212,6 +259,16 @@ impl RawConfig {
                 map_entries: over.services.map_entries.or(self.services.map_entries),
                 devices: over.services.devices.or(self.services.devices),
             },
+            dns: RawDnsConfig {
+                enabled: over.dns.enabled.or(self.dns.enabled),
+                port: over.dns.port.or(self.dns.port),
+                ttl: over.dns.ttl.or(self.dns.ttl),
+                pod_records: over.dns.pod_records.or(self.dns.pod_records),
+                endpoint_pod_names: over.dns.endpoint_pod_names.or(self.dns.endpoint_pod_names),
+                upstreams: over.dns.upstreams.or(self.dns.upstreams),
+                resolv_conf: over.dns.resolv_conf.or(self.dns.resolv_conf),
+                cache_entries: over.dns.cache_entries.or(self.dns.cache_entries),
+            },
             shutdown_grace_seconds: over.shutdown_grace_seconds.or(self.shutdown_grace_seconds),
         }
     }
@@ -293,6 +350,7 @@ impl RawConfig {
         }
         let cni = self.cni.validate()?;
         let services = self.services.validate()?;
+        let dns = self.dns.validate()?;
         Ok(Config {
             node_name,
             kubeconfig: self.kubeconfig,
@@ -312,6 +370,7 @@ impl RawConfig {
             mtu,
             cni,
             services,
+            dns,
             shutdown_grace_seconds: self.shutdown_grace_seconds.unwrap_or(10),
         })
     }
@@ -345,6 +404,54 @@ impl RawServicesConfig {
             devices,
         })
     }
+}
+
+impl RawDnsConfig {
+    fn validate(self) -> Result<DnsConfig, ConfigError> {
+        let port = self.port.unwrap_or(53);
+        if port == 0 {
+            return Err(bad("dns.port", port, "must be a port number (1-65535)"));
+        }
+        let ttl = self.ttl.unwrap_or(5);
+        // Beyond an hour, a deleted Service would linger in pods' caches.
+        if !(1..=3600).contains(&ttl) {
+            return Err(bad("dns.ttl", ttl, "must be between 1 and 3600 seconds"));
+        }
+        let pod_records = match self.pod_records.as_deref().unwrap_or("verified") {
+            "disabled" => PodRecordsMode::Disabled,
+            "insecure" => PodRecordsMode::Insecure,
+            "verified" => PodRecordsMode::Verified,
+            other => return Err(bad("dns.podRecords", other, "must be disabled, insecure or verified")),
+        };
+        let upstreams = self
+            .upstreams
+            .unwrap_or_default()
+            .iter()
+            .map(|u| parse_upstream(u).ok_or_else(|| bad("dns.upstreams", u, "not an IP or IP:port ([IPv6]:port)")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cache_entries = self.cache_entries.unwrap_or(10_000);
+        if cache_entries > 10_000_000 {
+            return Err(bad("dns.cacheEntries", cache_entries, "must be at most 10000000"));
+        }
+        Ok(DnsConfig {
+            enabled: self.enabled.unwrap_or(false),
+            port,
+            ttl,
+            pod_records,
+            endpoint_pod_names: self.endpoint_pod_names.unwrap_or(false),
+            upstreams,
+            resolv_conf: self.resolv_conf.unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
+            cache_entries,
+        })
+    }
+}
+
+/// `10.0.0.1`, `10.0.0.1:5353`, `fd00::1` or `[fd00::1]:5353`; port 53
+/// when none is given.
+fn parse_upstream(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
 }
 
 /// The cgroup v2 root: the hybrid layout's `unified` mount if there is
@@ -544,11 +651,23 @@ mod tests {
             (r#"{"nodeCIDRMaskSizeIPv6":129}"#, "at most /128"),
             (r#"{"admin":{"listen":"0.0.0.0:9963"}}"#, "tokenFile"),
             (r#"{"admin":{"listen":"nonsense"}}"#, "not an address:port"),
+            (r#"{"dns":{"podRecords":"all"}}"#, "disabled, insecure or verified"),
+            (r#"{"dns":{"upstreams":["8.8.8.8:x"]}}"#, "not an IP or IP:port"),
+            (r#"{"dns":{"ttl":0}}"#, "between 1 and 3600"),
         ];
         for (input, want) in cases {
             let err = raw(input).validate("n").unwrap_err().to_string();
             assert!(err.contains(want), "{input}: got {err}");
         }
+    }
+
+    #[test]
+    fn dns_upstreams_take_a_port_or_default_to_53() {
+        let c = raw(r#"{"dns":{"upstreams":["10.0.0.2","10.0.0.3:5353","fd00::1","[fd00::2]:5300"]}}"#)
+            .validate("n")
+            .unwrap();
+        let got: Vec<String> = c.dns.upstreams.iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["10.0.0.2:53", "10.0.0.3:5353", "[fd00::1]:53", "[fd00::2]:5300"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod cache;
 pub mod cni;
 pub mod config;
+pub mod dns;
 pub mod lb;
 pub mod metrics;
 pub mod module;

@@ -33,6 +33,11 @@ pub trait Module: Send + 'static {
     fn metrics(&self) -> Option<Arc<dyn MetricsSource>> {
         None
     }
+
+    /// Endpoints of the module's own on the admin API (`/v1/<module>`).
+    fn routes(&self) -> Option<axum::Router> {
+        None
+    }
 }
 
 /// Something that writes its own series into the `/metrics` page.

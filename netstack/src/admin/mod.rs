@@ -35,6 +35,8 @@ pub struct AdminState {
     pub store: Store,
     pub modules: Arc<Vec<ModuleStatus>>,
     pub metric_sources: Arc<Vec<Arc<dyn crate::module::MetricsSource>>>,
+    /// Endpoints modules serve themselves (see `Module::routes`).
+    pub module_routes: Arc<Vec<axum::Router>>,
     pub started: Instant,
     /// The API server's version, filled in once it answers.
     pub api_server_version: Arc<OnceLock<String>>,

@@ -11,6 +11,7 @@ use crate::metrics::{resident_bytes, MetricType, MetricsPage};
 use crate::module::ModuleState;
 
 pub(super) fn router(state: AdminState) -> Router {
+    let modules = state.module_routes.iter().cloned().fold(Router::new(), Router::merge);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -19,6 +20,7 @@ pub(super) fn router(state: AdminState) -> Router {
         .route("/v1/ipam", get(ipam))
         .route("/v1/pods", get(pods))
         .with_state(state)
+        .merge(modules)
 }
 
 /// Reasons the agent is not ready; empty when it is.

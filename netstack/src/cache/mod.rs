@@ -7,6 +7,7 @@
 
 mod kind;
 mod notify;
+mod slices;
 mod trim;
 mod watch;
 
@@ -20,6 +21,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 pub use kind::{Cached, Kind};
 pub use notify::{Changes, ObjectKey, Subscription};
+pub use slices::{key_of, SliceIndex, Touched};
 pub use watch::CacheWatchers;
 
 pub(crate) struct Stores {

@@ -12,19 +12,13 @@ use services::{Datapath, DatapathError, Frontend};
 
 use super::health::Health;
 
-use crate::cache::{Cache, Changes, Kind, ObjectKey};
-
-/// The label that ties an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+use crate::cache::{key_of, Cache, Changes, ObjectKey, SliceIndex};
 
 #[derive(Default)]
 pub struct ServiceSync {
     /// The frontends each Service has in the datapath.
     owned: HashMap<ObjectKey, BTreeSet<Frontend>>,
-    /// Each EndpointSlice's Service, and each Service's slices: a deleted
-    /// slice is gone from the cache, but its Service must still be redone.
-    slice_service: HashMap<ObjectKey, ObjectKey>,
-    service_slices: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    slices: SliceIndex,
     /// This node's addresses, where NodePorts are served; when they change
     /// every Service is redone.
     node_addresses: Vec<IpAddr>,
@@ -40,23 +34,14 @@ impl ServiceSync {
         let addresses = node_addresses(cache);
         let moved = addresses != self.node_addresses;
         self.node_addresses = addresses;
-        let full =
-            moved || changes.resynced.contains(&Kind::Service) || changes.resynced.contains(&Kind::EndpointSlice);
-        let mut dirty: BTreeSet<ObjectKey> = BTreeSet::new();
+        let touched = self.slices.touched(cache, changes);
+        let full = moved || touched.full;
+        let mut dirty = touched.services;
         if full {
-            self.reindex(cache);
-            dirty.extend(cache.list::<Service>().iter().map(|s| key_of(&s.metadata)));
-            dirty.extend(self.owned.keys().cloned());
-        } else {
-            for (kind, key) in &changes.objects {
-                match kind {
-                    Kind::Service => {
-                        dirty.insert(key.clone());
-                    }
-                    Kind::EndpointSlice => dirty.extend(self.index_slice(cache, key)),
-                    _ => {}
-                }
+            if !touched.full {
+                dirty.extend(cache.list::<Service>().iter().map(|s| key_of(&s.metadata)));
             }
+            dirty.extend(self.owned.keys().cloned());
         }
         for service in &dirty {
             self.sync_service(cache, datapath, service)?;
@@ -79,13 +64,7 @@ impl ServiceSync {
 
     fn sync_service(&mut self, cache: &Cache, datapath: &mut Datapath, key: &ObjectKey) -> Result<(), DatapathError> {
         let service = cache.get::<Service>(key.namespace.as_deref(), &key.name);
-        let slices: Vec<std::sync::Arc<EndpointSlice>> = self
-            .service_slices
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter_map(|s| cache.get::<EndpointSlice>(s.namespace.as_deref(), &s.name))
-            .collect();
+        let slices = self.slices.slices(cache, key);
         let slices: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
         let node = services::NodeView {
             name: cache.node_name(),
@@ -134,37 +113,6 @@ impl ServiceSync {
         }
         Some(self.health.values().cloned().collect())
     }
-
-    /// Records which Service the slice at `key` belongs to now; returns the
-    /// Services to redo (the one it left and the one it joined).
-    fn index_slice(&mut self, cache: &Cache, key: &ObjectKey) -> Vec<ObjectKey> {
-        let now = cache
-            .get::<EndpointSlice>(key.namespace.as_deref(), &key.name)
-            .and_then(|s| service_of(&s));
-        let before = self.slice_service.remove(key);
-        if let Some(b) = &before {
-            if let Some(set) = self.service_slices.get_mut(b) {
-                set.remove(key);
-            }
-        }
-        if let Some(n) = &now {
-            self.slice_service.insert(key.clone(), n.clone());
-            self.service_slices.entry(n.clone()).or_default().insert(key.clone());
-        }
-        before.into_iter().chain(now).collect()
-    }
-
-    fn reindex(&mut self, cache: &Cache) {
-        self.slice_service.clear();
-        self.service_slices.clear();
-        for slice in cache.list::<EndpointSlice>() {
-            if let Some(service) = service_of(&slice) {
-                let key = key_of(&slice.metadata);
-                self.slice_service.insert(key.clone(), service.clone());
-                self.service_slices.entry(service).or_default().insert(key);
-            }
-        }
-    }
 }
 
 /// A LoadBalancer Service with `externalTrafficPolicy: Local` has its
@@ -205,19 +153,4 @@ pub(super) fn node_addresses(cache: &Cache) -> Vec<IpAddr> {
     addresses.sort();
     addresses.dedup();
     addresses
-}
-
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
-    ObjectKey {
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone().unwrap_or_default(),
-    }
-}
-
-fn service_of(slice: &EndpointSlice) -> Option<ObjectKey> {
-    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some(ObjectKey {
-        namespace: slice.metadata.namespace.clone(),
-        name: name.clone(),
-    })
 }

@@ -7,7 +7,7 @@
 //! the container ID, gets a host route per pod address; it is also where
 //! later modules attach their BPF programs.
 
-mod netlink;
+pub(crate) mod netlink;
 mod netns;
 mod reaper;
 mod sysctl;

@@ -8,12 +8,13 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::route::{RouteMessage, RouteScope};
-use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{LinkDummy, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::WireError;
 
 const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
+const EOPNOTSUPP: i32 = 95;
 
 /// A netlink connection in the namespace it was opened in.
 pub struct Netlink {
@@ -32,6 +33,12 @@ fn is_missing(e: &rtnetlink::Error) -> bool {
 /// Whether the kernel refused to create something because its name is taken.
 pub fn is_name_taken(e: &WireError) -> bool {
     matches!(e, WireError::Netlink { source: rtnetlink::Error::NetlinkError(m), .. } if m.raw_code() == -EEXIST)
+}
+
+/// Whether the kernel cannot do what was asked at all (e.g. a link type
+/// whose driver this kernel was built without).
+pub fn is_unsupported(e: &WireError) -> bool {
+    matches!(e, WireError::Netlink { source: rtnetlink::Error::NetlinkError(m), .. } if m.raw_code() == -EOPNOTSUPP)
 }
 
 /// A link as a name lookup finds it.
@@ -108,6 +115,25 @@ impl Netlink {
             .map_err(failed(format!("create veth {name} with {peer} in the pod namespace")))
     }
 
+    /// Creates a dummy link: a place for addresses the node answers on
+    /// that belong to no real interface.
+    pub async fn add_dummy(&self, name: &str) -> Result<(), WireError> {
+        self.handle
+            .link()
+            .add(LinkDummy::new(name).up().build())
+            .execute()
+            .await
+            .map_err(failed(format!("create dummy link {name}")))
+    }
+
+    /// Deletes a link; one already gone is not an error.
+    pub async fn delete(&self, index: u32) -> Result<(), WireError> {
+        match self.handle.link().del(index).execute().await {
+            Err(e) if !is_missing(&e) => Err(failed(format!("delete link {index}"))(e)),
+            _ => Ok(()),
+        }
+    }
+
     async fn set_link(&self, msg: LinkMessage, step: String) -> Result<(), WireError> {
         self.handle.link().set(msg).execute().await.map_err(failed(step))
     }
@@ -150,6 +176,30 @@ impl Netlink {
         req.execute()
             .await
             .map_err(failed(format!("add address {addr}/{prefix}")))
+    }
+
+    /// Removes `addr` from the link at `index`; one not there is not an
+    /// error.
+    pub async fn delete_address(&self, index: u32, addr: IpAddr) -> Result<(), WireError> {
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(addr)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(failed(format!("look up address {addr}")))?;
+        for m in messages {
+            self.handle
+                .address()
+                .del(m)
+                .execute()
+                .await
+                .map_err(failed(format!("delete address {addr}")))?;
+        }
+        Ok(())
     }
 
     /// A route to one address through a link: `addr/32 dev <index>` (the

@@ -1,0 +1,188 @@
+//! The cluster DNS module: puts the clusterDNS addresses on this node
+//! (`link`), serves UDP and TCP there with the `dns` crate, and keeps the
+//! zone in step with the shared cache (`feed`). Names outside the zone go
+//! to the node's resolvers through the forwarder.
+
+mod feed;
+mod link;
+mod report;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use dns::forward::{resolv_conf_upstreams, ForwardOptions, Forwarder};
+use dns::metrics::DnsMetrics;
+use dns::{ClusterZone, Handler, PodRecords, SharedZone};
+use futures::future::BoxFuture;
+use tokio::task::JoinSet;
+
+use crate::cache::Kind;
+use crate::config::{DnsConfig, PodRecordsMode};
+use crate::module::{MetricsSource, Module, ModuleContext, ModuleError};
+use crate::wire::netlink::Netlink;
+use feed::ZoneFeed;
+pub use link::DNS_LINK;
+pub use report::DnsReport;
+
+/// What the running server is, for the admin API and metrics.
+pub struct Serving {
+    pub listen: Vec<SocketAddr>,
+    pub zone: Arc<SharedZone>,
+    pub forwarder: Option<Arc<Forwarder>>,
+}
+
+/// State shared by the module, its metrics and its admin route.
+#[derive(Default)]
+pub struct DnsState {
+    pub metrics: Arc<DnsMetrics>,
+    pub serving: OnceLock<Serving>,
+}
+
+#[derive(Default)]
+pub struct DnsModule {
+    state: Arc<DnsState>,
+}
+
+impl Module for DnsModule {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    fn run(self: Box<Self>, ctx: ModuleContext) -> BoxFuture<'static, Result<(), ModuleError>> {
+        Box::pin(run(ctx, self.state))
+    }
+
+    fn metrics(&self) -> Option<Arc<dyn MetricsSource>> {
+        Some(self.state.clone())
+    }
+
+    fn routes(&self) -> Option<axum::Router> {
+        Some(report::routes(self.state.clone()))
+    }
+}
+
+async fn run(ctx: ModuleContext, state: Arc<DnsState>) -> Result<(), ModuleError> {
+    let c = &ctx.config.dns;
+    let addresses = ctx.config.cluster_dns.clone();
+    if addresses.is_empty() {
+        return Err("no clusterDNS address to serve cluster DNS on".into());
+    }
+    let zone = Arc::new(SharedZone::new(new_zone(&ctx.config.cluster_domain, c)));
+    let forwarder = forwarder(c, &addresses).map(Arc::new);
+    let netlink = Netlink::connect()?;
+    let link = link::ensure(&netlink, &addresses).await?;
+    let result = serve(&ctx, &state, zone, forwarder, &addresses).await;
+    // The addresses go with the server: while no agent runs, pods' queries
+    // are refused at once rather than left to time out.
+    if let Err(e) = link::remove(&netlink, &link).await {
+        tracing::warn!(error = %e, "cannot remove {DNS_LINK}");
+    }
+    result
+}
+
+async fn serve(
+    ctx: &ModuleContext,
+    state: &Arc<DnsState>,
+    zone: Arc<SharedZone>,
+    forwarder: Option<Arc<Forwarder>>,
+    addresses: &[IpAddr],
+) -> Result<(), ModuleError> {
+    let forward = forwarder.clone().map(|f| f as Arc<dyn dns::handler::Forward>);
+    let handler = Arc::new(Handler::new(zone.clone(), forward, state.metrics.clone()));
+    let mut servers = JoinSet::new();
+    let mut listen = Vec::new();
+    for address in addresses {
+        let at = SocketAddr::new(*address, ctx.config.dns.port);
+        let (udp, tcp) = dns::serve::bind(at)
+            .await
+            .map_err(|e| format!("cannot serve DNS on {at}: {e}"))?;
+        servers.spawn(dns::serve::serve_udp(udp, handler.clone()));
+        servers.spawn({
+            let handler = handler.clone();
+            async move {
+                dns::serve::serve_tcp(tcp, handler).await;
+                Ok(())
+            }
+        });
+        listen.push(at);
+    }
+    tracing::info!(?listen, upstreams = ?forwarder.as_ref().map(|f| f.upstreams()), "cluster DNS serving");
+    if let Some(f) = &forwarder {
+        let f = f.clone();
+        servers.spawn(async move {
+            f.check_loops().await;
+            // Done: this task stays out of the way of the others.
+            std::future::pending().await
+        });
+    }
+    let _ = state.serving.set(Serving {
+        listen,
+        zone: zone.clone(),
+        forwarder,
+    });
+
+    tokio::select! {
+        _ = ctx.cancel.cancelled() => return Ok(()),
+        _ = ctx.cache.wait_synced() => {}
+    }
+    let mut feed = ZoneFeed::default();
+    let mut changes = ctx.cache.subscribe(&[Kind::Service, Kind::EndpointSlice, Kind::Pod]);
+    loop {
+        let batch = tokio::select! {
+            _ = ctx.cancel.cancelled() => return Ok(()),
+            done = servers.join_next() => {
+                let why = match done {
+                    Some(Ok(Err(e))) => e.to_string(),
+                    other => format!("{other:?}"),
+                };
+                return Err(format!("a DNS server socket failed: {why}").into());
+            }
+            c = changes.changed() => c,
+        };
+        let start = Instant::now();
+        feed.apply(&ctx.cache, &zone, &batch);
+        zone.set_synced();
+        ctx.status.record_reconcile(start.elapsed(), Ok::<(), String>(()));
+    }
+}
+
+fn new_zone(domain: &str, c: &DnsConfig) -> ClusterZone {
+    let mut zone = ClusterZone::new(domain, c.ttl);
+    zone.set_pod_records(match c.pod_records {
+        PodRecordsMode::Disabled => PodRecords::Disabled,
+        PodRecordsMode::Insecure => PodRecords::Insecure,
+        PodRecordsMode::Verified => PodRecords::Verified,
+    });
+    zone.set_endpoint_pod_names(c.endpoint_pod_names);
+    zone
+}
+
+/// The forwarder for names outside the zone; without a usable upstream
+/// those names are refused, and the cluster zone is served all the same.
+fn forwarder(c: &DnsConfig, own: &[IpAddr]) -> Option<Forwarder> {
+    let upstreams = match c.upstreams.is_empty() {
+        false => c.upstreams.clone(),
+        true => match std::fs::read_to_string(&c.resolv_conf) {
+            Ok(text) => resolv_conf_upstreams(&text),
+            Err(e) => {
+                tracing::warn!(path = %c.resolv_conf.display(), error = %e, "cannot read the node's resolv.conf");
+                Vec::new()
+            }
+        },
+    };
+    let options = ForwardOptions {
+        upstreams,
+        own_addresses: own.to_vec(),
+        cache_entries: c.cache_entries,
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    match Forwarder::new(options) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(error = %e, "names outside the cluster zone will be refused");
+            None
+        }
+    }
+}
