@@ -24,6 +24,7 @@ pub async fn run(
     pods: &PodTable,
     examples: &Path,
     cgroup: &testbed::Cgroup,
+    dns_server: std::net::IpAddr,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let ready = wait_until(READY_WITHIN, || async { agent.status().ready }).await;
@@ -66,6 +67,7 @@ pub async fn run(
     check_traffic(pods, report).await;
     check_slices(&applied, agent, report).await;
     super::service_check::run(client, pods, cgroup, report).await;
+    super::dns_check::run(client, dns_server, pods, report).await;
 
     // Built and tested (cmd/tests/services.rs), but the sandbox has no
     // network outside the node to show it from.
@@ -73,9 +75,7 @@ pub async fn run(
         Outcome::NotYet,
         "Services from outside the node (NodePort, LoadBalancer): not shown here, the sandbox has no outside network",
     );
-    for part in ["cluster DNS", "NetworkPolicy"] {
-        report.record(Outcome::NotYet, format!("{part}: not implemented yet"));
-    }
+    report.record(Outcome::NotYet, "NetworkPolicy: not implemented yet");
     Ok(())
 }
 

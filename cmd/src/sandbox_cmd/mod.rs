@@ -6,6 +6,7 @@
 mod apply;
 mod cache_check;
 mod checks;
+mod dns_check;
 mod report;
 mod scheduler;
 mod service_check;
@@ -75,8 +76,14 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     // processes are not affected.
     let cgroup = testbed::Cgroup::new("sandbox").context("cannot create the sandbox's cgroup")?;
     let pins = testbed::PinDir::new("sandbox");
-    let config = agent_config(&work.path, &kubeconfig, cgroup.path(), pins.path())?;
+    // The node's resolver for names outside the cluster, answering the
+    // example ExternalName's target.
+    let (outside, outside_ip) = dns_check::OUTSIDE;
+    let upstream = dns::fixed::serve_fixed("127.0.0.1:0".parse()?, &[(outside, outside_ip.parse()?)])
+        .context("cannot start the sandbox's upstream DNS server")?;
+    let config = agent_config(&work.path, &kubeconfig, cgroup.path(), pins.path(), upstream)?;
     let socket = config.admin.socket.clone();
+    let dns_server = *config.cluster_dns.first().context("no clusterDNS address")?;
     let cni = config.cni.clone();
     let exe = std::env::current_exe().context("cannot find the netlet binary")?;
     let agent = crate::agent_cmd::agent(config, client.clone(), Some(exe))
@@ -101,7 +108,7 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     println!("netlet sandbox: API stand-in at {}, node {NODE}", api.url());
     let mut report = Report::default();
     let interrupted = tokio::select! {
-        r = checks::run(&client, &agent, &pods, &args.examples, &cgroup, &mut report) => { r?; false }
+        r = checks::run(&client, &agent, &pods, &args.examples, &cgroup, dns_server, &mut report) => { r?; false }
         _ = crate::agent_cmd::terminated() => true,
     };
     println!("{}", report.summary());
@@ -147,7 +154,13 @@ async fn register_node(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn agent_config(dir: &Path, kubeconfig: &Path, cgroup: &Path, pins: &Path) -> anyhow::Result<netstack::Config> {
+fn agent_config(
+    dir: &Path,
+    kubeconfig: &Path,
+    cgroup: &Path,
+    pins: &Path,
+    upstream: std::net::SocketAddr,
+) -> anyhow::Result<netstack::Config> {
     let raw: RawConfig = serde_json::from_value(serde_json::json!({
         "nodeName": NODE,
         "kubeconfig": kubeconfig,
@@ -155,6 +168,7 @@ fn agent_config(dir: &Path, kubeconfig: &Path, cgroup: &Path, pins: &Path) -> an
         "runDir": dir.join("run"),
         "cni": {"confDir": dir.join("cni/net.d"), "binDir": dir.join("cni/bin")},
         "services": {"enabled": true, "cgroup": cgroup, "pinDir": pins},
+        "dns": {"enabled": true, "upstreams": [upstream.to_string()]},
         "shutdownGraceSeconds": 5,
     }))?;
     Ok(raw.validate(NODE)?)
