@@ -14,32 +14,33 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use testbed::Netns;
+use testbed::{Cgroup, Netns};
 
 const DNS_V4: &str = "10.43.255.10";
 const DNS_V6: &str = "fd00:43::ff0a";
 
 /// A pod's view of name resolution: runs `argv` in `pod` with the
 /// resolv.conf `ip netns exec` gives it (/etc/netns/<name>/resolv.conf).
+/// Its processes are in the cgroup Service translation is attached to, as
+/// a pod's are.
 struct PodResolver<'a> {
     pod: &'a Netns,
+    cgroup: &'a Cgroup,
     dir: std::path::PathBuf,
 }
 
 impl<'a> PodResolver<'a> {
-    fn new(pod: &'a Netns, resolv_conf: &str) -> PodResolver<'a> {
+    fn new(pod: &'a Netns, cgroup: &'a Cgroup, resolv_conf: &str) -> PodResolver<'a> {
         let dir = std::path::Path::new("/etc/netns").join(pod.name());
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("resolv.conf"), resolv_conf).unwrap();
-        PodResolver { pod, dir }
+        PodResolver { pod, cgroup, dir }
     }
 
     fn run(&self, argv: &[&str]) -> Output {
-        std::process::Command::new("ip")
-            .args(["netns", "exec", self.pod.name()])
-            .args(argv)
-            .output()
-            .unwrap()
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", self.pod.name()]).args(argv);
+        self.cgroup.adopt(&mut cmd).output().unwrap()
     }
 
     /// The addresses `getent` resolves `name` to (`ahostsv4`/`ahostsv6`).
@@ -86,6 +87,8 @@ fn pods_resolve_services_endpoints_and_outside_names() {
         return;
     }
     let node = Netns::new("dnn").unwrap();
+    let cgroup = Cgroup::new("dns").unwrap();
+    let pins = testbed::PinDir::new("dns");
     node.run(|| {
         // The node's own resolver: the upstream for names outside the zone.
         let upstream = dns::fixed::serve_fixed(
@@ -116,6 +119,15 @@ fn pods_resolve_services_endpoints_and_outside_names() {
             "spec": {"type": "ExternalName", "externalName": "outside.test"},
         }))
         .unwrap();
+        // A kube-dns Service left behind on the cluster DNS address, with no
+        // endpoints: Service translation must leave that address to the
+        // node's own server, or pods' queries would be refused.
+        let kube_dns: Service = serde_json::from_value(json!({
+            "metadata": {"name": "kube-dns"},
+            "spec": {"clusterIP": DNS_V4, "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                                                    {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]},
+        }))
+        .unwrap();
         let db_slice: EndpointSlice = serde_json::from_value(json!({
             "metadata": {"name": "db-1", "labels": {"kubernetes.io/service-name": "db"}},
             "addressType": "IPv4",
@@ -128,6 +140,7 @@ fn pods_resolve_services_endpoints_and_outside_names() {
             let created = services.create(&pp, &web).await.unwrap();
             services.create(&pp, &db).await.unwrap();
             services.create(&pp, &ext).await.unwrap();
+            services.create(&pp, &kube_dns).await.unwrap();
             slices.create(&pp, &db_slice).await.unwrap();
             created.spec.unwrap().cluster_ips.unwrap()
         });
@@ -136,6 +149,7 @@ fn pods_resolve_services_endpoints_and_outside_names() {
         let settings = json!({
             "clusterDNS": [DNS_V4, DNS_V6],
             "dns": {"enabled": true, "upstreams": [upstream.to_string()]},
+            "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024},
         });
         let agent = bed.agent_with(settings);
         assert!(
@@ -149,7 +163,7 @@ fn pods_resolve_services_endpoints_and_outside_names() {
                 .ok
         );
 
-        let udp = PodResolver::new(&pod, &kubelet_resolv_conf(DNS_V4, ""));
+        let udp = PodResolver::new(&pod, &cgroup, &kubelet_resolv_conf(DNS_V4, ""));
         // The search list turns a Service's short name into its FQDN.
         assert!(
             eventually(std::time::Duration::from_secs(10), || udp.getent("ahostsv4", "web")
@@ -191,10 +205,10 @@ fn pods_resolve_services_endpoints_and_outside_names() {
         );
 
         // Over TCP: glibc's use-vc, and dig +tcp against the IPv6 address.
-        let tcp = PodResolver::new(&pod, &kubelet_resolv_conf(DNS_V4, "use-vc"));
+        let tcp = PodResolver::new(&pod, &cgroup, &kubelet_resolv_conf(DNS_V4, "use-vc"));
         assert_eq!(tcp.getent("ahostsv4", "web"), vec![web_v4.clone()]);
         drop(tcp);
-        let v6 = PodResolver::new(&pod, &kubelet_resolv_conf(DNS_V6, ""));
+        let v6 = PodResolver::new(&pod, &cgroup, &kubelet_resolv_conf(DNS_V6, ""));
         assert_eq!(
             v6.getent("ahostsv6", "web"),
             vec![web_v6.clone()],

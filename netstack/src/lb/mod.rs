@@ -67,6 +67,9 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), Mo
         "Service load balancing attached"
     );
     let mut sync = ServiceSync::default();
+    if ctx.config.dns.enabled {
+        sync = sync.serving_locally(&ctx.config.cluster_dns, ctx.config.dns.port);
+    }
     let mut health = health::HealthServers::default();
     // The first look reports both kinds resynced: a full pass, which also
     // drops whatever an earlier agent left for Services now gone.

@@ -22,12 +22,24 @@ pub struct ServiceSync {
     /// This node's addresses, where NodePorts are served; when they change
     /// every Service is redone.
     node_addresses: Vec<IpAddr>,
+    /// Addresses and ports this node serves itself (the cluster DNS
+    /// server): a Service frontend there would take its traffic away.
+    served_locally: BTreeSet<(IpAddr, u16)>,
     /// healthCheckNodePorts to serve, per Service.
     health: HashMap<ObjectKey, (u16, Health)>,
     health_changed: bool,
 }
 
 impl ServiceSync {
+    /// Leaves frontends at `addresses`:`port` (both protocols) alone: this
+    /// node answers there itself. A `kube-dns` Service holding the cluster
+    /// DNS address would otherwise send pods' queries past the local DNS
+    /// server, to its endpoints or nowhere.
+    pub fn serving_locally(mut self, addresses: &[IpAddr], port: u16) -> ServiceSync {
+        self.served_locally = addresses.iter().map(|a| (*a, port)).collect();
+        self
+    }
+
     /// Brings the datapath up to date with `changes`; returns whether that
     /// took a full pass over every Service.
     pub fn apply(&mut self, cache: &Cache, datapath: &mut Datapath, changes: &Changes) -> Result<bool, DatapathError> {
@@ -70,10 +82,14 @@ impl ServiceSync {
             name: cache.node_name(),
             addresses: &self.node_addresses,
         };
-        let plans = service
+        let mut plans = service
             .as_deref()
             .map(|s| services::plan(s, &slices, node))
             .unwrap_or_default();
+        plans.retain(|p| {
+            let f = &p.frontend;
+            !self.served_locally.contains(&(f.address, f.port))
+        });
         let wanted: BTreeSet<Frontend> = plans.iter().map(|p| p.frontend).collect();
         for plan in &plans {
             datapath.apply(plan)?;
