@@ -12,7 +12,7 @@ use std::process::Output;
 use common::*;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, PostParams};
+use kube::api::PostParams;
 use serde_json::json;
 use testbed::{Cgroup, Netns};
 
@@ -97,13 +97,7 @@ fn pods_resolve_services_endpoints_and_outside_names() {
         )
         .unwrap();
         let bed = Bed::new(&["10.140.0.0/28", "fd00:140::/124"]);
-        let (services, slices) = bed.rt.block_on(async {
-            let client = bed.client().await;
-            (
-                Api::<Service>::namespaced(client.clone(), "default"),
-                Api::<EndpointSlice>::namespaced(client, "default"),
-            )
-        });
+        let (services, slices) = bed.default_apis();
         let web: Service = serde_json::from_value(json!({
             "metadata": {"name": "web"},
             "spec": {"ipFamilyPolicy": "RequireDualStack", "ports": [{"name": "http", "port": 80}]},

@@ -161,13 +161,7 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
         })
         .collect();
 
-        let (services, slices) = bed.rt.block_on(async {
-            let client = bed.client().await;
-            (
-                Api::<Service>::namespaced(client.clone(), "default"),
-                Api::<EndpointSlice>::namespaced(client, "default"),
-            )
-        });
+        let (services, slices) = bed.default_apis();
         let web: Service = serde_json::from_value(json!({
             "metadata": {"name": "web"},
             "spec": {
@@ -452,13 +446,7 @@ fn a_service_that_did_not_fit_is_applied_once_there_is_room() {
         let agent = bed.agent_with(json!({
             "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 16},
         }));
-        let (services, slices) = bed.rt.block_on(async {
-            let client = bed.client().await;
-            (
-                Api::<Service>::namespaced(client.clone(), "default"),
-                Api::<EndpointSlice>::namespaced(client, "default"),
-            )
-        });
+        let (services, slices) = bed.default_apis();
         let create = |name: &str, ports: u16| -> String {
             let (service, slice) = service_with_ports(name, ports);
             bed.rt.block_on(async {

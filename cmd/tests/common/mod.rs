@@ -159,6 +159,22 @@ impl Bed {
             .unwrap()
     }
 
+    /// The Services and EndpointSlices of namespace `default`.
+    pub fn default_apis(
+        &self,
+    ) -> (
+        kube::Api<k8s_openapi::api::core::v1::Service>,
+        kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice>,
+    ) {
+        self.rt.block_on(async {
+            let client = self.client().await;
+            (
+                kube::Api::namespaced(client.clone(), "default"),
+                kube::Api::namespaced(client, "default"),
+            )
+        })
+    }
+
     /// The admin socket of this bed's agents.
     pub fn admin_socket(&self) -> PathBuf {
         self.dir.path().join("run/admin.sock")
