@@ -238,11 +238,35 @@ fn pods_resolve_services_endpoints_and_outside_names() {
             .unwrap_or_default();
         assert_eq!(srv, "netlet_dns_queries_total{type=\"SRV\"} 1");
 
+        // A restart: the addresses stay while no agent runs (a query meets
+        // a closed port on the node rather than leaving it), and the next
+        // agent serves on them again.
         bed.rt.block_on(agent.shutdown());
+        assert!(node_has(&node, DNS_V4) && node_has(&node, DNS_V6));
+        let missing = udp.run(&["dig", "+time=1", "+tries=1", "web.default.svc.cluster.local"]);
         assert!(
-            eventually(std::time::Duration::from_secs(10), || !node_has(&node, DNS_V4)
-                && !node_has(&node, DNS_V6)),
-            "the agent takes its addresses away when it stops"
+            String::from_utf8_lossy(&missing.stdout).contains("connection refused"),
+            "no agent: refused at once"
+        );
+        let agent = bed.agent_with(json!({
+            "clusterDNS": [DNS_V4, DNS_V6],
+            "dns": {"enabled": true, "upstreams": [upstream.to_string()]},
+        }));
+        assert!(
+            eventually(std::time::Duration::from_secs(10), || udp.getent("ahostsv4", "web")
+                == vec![web_v4.clone()]),
+            "answered again after the restart"
+        );
+        bed.rt.block_on(agent.shutdown());
+        bed.rt
+            .block_on(netstack::dns::release(&[
+                DNS_V4.parse().unwrap(),
+                DNS_V6.parse().unwrap(),
+            ]))
+            .unwrap();
+        assert!(
+            !node_has(&node, DNS_V4) && !node_has(&node, DNS_V6),
+            "released: nothing left"
         );
         drop(udp);
         drop(v6);

@@ -83,7 +83,8 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the sandbox's upstream DNS server")?;
     let config = agent_config(&work.path, &kubeconfig, cgroup.path(), pins.path(), upstream)?;
     let socket = config.admin.socket.clone();
-    let dns_server = *config.cluster_dns.first().context("no clusterDNS address")?;
+    let cluster_dns = config.cluster_dns.clone();
+    let dns_server = *cluster_dns.first().context("no clusterDNS address")?;
     let cni = config.cni.clone();
     let exe = std::env::current_exe().context("cannot find the netlet binary")?;
     let agent = crate::agent_cmd::agent(config, client.clone(), Some(exe))
@@ -128,6 +129,11 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     cancel.cancel();
     while parts.join_next().await.is_some() {}
     agent.shutdown().await;
+    // The agent leaves the cluster DNS addresses in place for its next
+    // start; the sandbox has no next start.
+    if let Err(e) = netstack::dns::release(&cluster_dns).await {
+        eprintln!("netlet sandbox: cannot remove the cluster DNS addresses: {e}");
+    }
     // Unpinning the links detaches the programs; the maps go with them.
     drop(pins);
     api.shutdown().await;

@@ -18,18 +18,10 @@ use crate::wire::WireError;
 /// The interface's name.
 pub const DNS_LINK: &str = "netlet-dns";
 
-/// The interface holding the addresses.
-pub enum DnsLink {
-    /// `netlet-dns`, ours.
-    Dummy(u32),
-    /// `lo`, with `addresses` added by us.
-    Loopback { index: u32, addresses: Vec<IpAddr> },
-}
-
 /// Puts `addresses` on this node: on `netlet-dns`, created if need be and
 /// left with exactly these addresses (a changed clusterDNS leaves nothing
 /// stale), or on `lo` when there is no dummy driver.
-pub async fn ensure(netlink: &Netlink, addresses: &[IpAddr]) -> Result<DnsLink, WireError> {
+pub async fn ensure(netlink: &Netlink, addresses: &[IpAddr]) -> Result<(), WireError> {
     let want: BTreeSet<IpAddr> = addresses.iter().copied().collect();
     let index = match netlink.index_of(DNS_LINK).await? {
         Some(i) => i,
@@ -48,8 +40,7 @@ pub async fn ensure(netlink: &Netlink, addresses: &[IpAddr]) -> Result<DnsLink, 
                 for a in want.difference(&have) {
                     netlink.add_address(index, *a, full_prefix(a)).await?;
                 }
-                let addresses = want.into_iter().collect();
-                return Ok(DnsLink::Loopback { index, addresses });
+                return Ok(());
             }
             Err(e) => return Err(e),
         },
@@ -61,20 +52,21 @@ pub async fn ensure(netlink: &Netlink, addresses: &[IpAddr]) -> Result<DnsLink, 
     for a in have.difference(&want) {
         netlink.delete_address(index, *a).await?;
     }
-    Ok(DnsLink::Dummy(index))
+    Ok(())
 }
 
-/// Takes the addresses away again.
-pub async fn remove(netlink: &Netlink, link: &DnsLink) -> Result<(), WireError> {
-    match link {
-        DnsLink::Dummy(index) => netlink.delete(*index).await,
-        DnsLink::Loopback { index, addresses } => {
-            for a in addresses {
-                netlink.delete_address(*index, *a).await?;
-            }
-            Ok(())
+/// Takes `addresses` off this node: deletes `netlet-dns`, or the
+/// addresses from `lo` where they went there.
+pub async fn remove(netlink: &Netlink, addresses: &[IpAddr]) -> Result<(), WireError> {
+    if let Some(index) = netlink.index_of(DNS_LINK).await? {
+        return netlink.delete(index).await;
+    }
+    if let Some(lo) = netlink.index_of("lo").await? {
+        for a in addresses {
+            netlink.delete_address(lo, *a).await?;
         }
     }
+    Ok(())
 }
 
 /// The addresses on the link at `index`, but for the kernel's own fe80::

@@ -70,15 +70,18 @@ async fn run(ctx: ModuleContext, state: Arc<DnsState>) -> Result<(), ModuleError
     }
     let zone = Arc::new(SharedZone::new(new_zone(&ctx.config.cluster_domain, c)));
     let forwarder = forwarder(c, &addresses).map(Arc::new);
-    let netlink = Netlink::connect()?;
-    let link = link::ensure(&netlink, &addresses).await?;
-    let result = serve(&ctx, &state, zone, forwarder, &addresses).await;
-    // The addresses go with the server: while no agent runs, pods' queries
-    // are refused at once rather than left to time out.
-    if let Err(e) = link::remove(&netlink, &link).await {
-        tracing::warn!(error = %e, "cannot remove {DNS_LINK}");
-    }
-    result
+    link::ensure(&Netlink::connect()?, &addresses).await?;
+    // The addresses stay when the agent stops, like the rest of the
+    // datapath: while no agent runs (a restart, an upgrade) a pod's query
+    // meets a closed port on its own node and fails at once. Without them
+    // it would follow the node's default route off the node.
+    serve(&ctx, &state, zone, forwarder, &addresses).await
+}
+
+/// Takes the cluster DNS addresses off this node (the sandbox's teardown,
+/// an uninstall).
+pub async fn release(addresses: &[IpAddr]) -> Result<(), ModuleError> {
+    Ok(link::remove(&Netlink::connect()?, addresses).await?)
 }
 
 async fn serve(
