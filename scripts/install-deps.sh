@@ -15,9 +15,11 @@ needs=(
   "ping:iputils-ping"
 )
 case "${1:-}" in
-  # Benchmarks compare against the reference CNI plugins and against
-  # kube-proxy's iptables rules.
-  bench) needs+=("/usr/lib/cni/bridge:containernetworking-plugins" "iptables-save:iptables") ;;
+  # Benchmarks compare against the reference CNI plugins, against
+  # kube-proxy's iptables rules, and (cluster DNS, under dnsperf) against
+  # knot and unbound.
+  bench) needs+=("/usr/lib/cni/bridge:containernetworking-plugins" "iptables-save:iptables"
+                 "dnsperf:dnsperf" "/usr/sbin/knotd:knot" "/usr/sbin/unbound:unbound") ;;
   # Tests chain the reference portmap (iptables) and bandwidth plugins after
   # netlet, and run containerd (installed by containerd-bed.sh below).
   test) needs+=("/usr/lib/cni/portmap:containernetworking-plugins" "iptables-save:iptables") ;;
@@ -51,6 +53,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The DNS benchmark runs knotd and unbound itself, in a network namespace
+  # of its own; Debian starts them as system services on install, which
+  # would leave DNS servers on this machine's port 53.
+  for svc in knot unbound; do
+    if [[ " ${missing[*]} " == *" $svc "* ]] && command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 
 if [ "${1:-}" = test ]; then
