@@ -404,34 +404,105 @@ pub(super) fn lookup_query(name: &str, rtype: u16) -> Option<Vec<u8>> {
     m.to_vec().ok()
 }
 
-/// The answer records of a reply, as the zone's records; types the zone
-/// has no form for are left out (they could not be put back together).
-pub(super) fn answer_records(reply: &[u8]) -> Vec<crate::zone::Record> {
+/// The records of a reply that answer `name`: those owned by it, and by
+/// each CNAME target on from it, as the zone's records. Anything else an
+/// upstream put in the answer section is not passed on under our name, nor
+/// are types the zone has no form for, nor names the zone could not write
+/// back exactly (a dot, a backslash or an unprintable byte in a label).
+pub(super) fn answer_records(reply: &[u8], name: &str) -> Vec<crate::zone::Record> {
     use crate::zone::RData as Z;
     let Ok(m) = Message::from_vec(reply) else {
         return Vec::new();
     };
-    m.answers
-        .iter()
-        .filter_map(|r| {
-            let data = match &r.data {
-                RData::A(a) => Z::A(a.0),
-                RData::AAAA(a) => Z::Aaaa(a.0),
-                RData::CNAME(n) => Z::Cname(n.0.to_ascii()),
-                RData::PTR(n) => Z::Ptr(n.0.to_ascii()),
-                RData::SRV(s) => Z::Srv {
+    let mut wanted = name.trim_end_matches('.').to_ascii_lowercase();
+    let mut out = Vec::new();
+    for r in &m.answers {
+        let Some(owner) = plain(&r.name) else { continue };
+        if !owner.trim_end_matches('.').eq_ignore_ascii_case(&wanted) {
+            continue;
+        }
+        let data = match &r.data {
+            RData::A(a) => Z::A(a.0),
+            RData::AAAA(a) => Z::Aaaa(a.0),
+            RData::CNAME(n) => match plain(&n.0) {
+                Some(target) => {
+                    wanted = target.trim_end_matches('.').to_ascii_lowercase();
+                    Z::Cname(target)
+                }
+                None => break,
+            },
+            RData::PTR(n) => match plain(&n.0) {
+                Some(target) => Z::Ptr(target),
+                None => continue,
+            },
+            RData::SRV(s) => match plain(&s.target) {
+                Some(target) => Z::Srv {
                     priority: s.priority,
                     weight: s.weight,
                     port: s.port,
-                    target: s.target.to_ascii(),
+                    target,
                 },
-                _ => return None,
-            };
-            Some(crate::zone::Record {
-                name: r.name.to_ascii(),
-                ttl: r.ttl,
-                data,
-            })
-        })
-        .collect()
+                None => continue,
+            },
+            _ => continue,
+        };
+        out.push(crate::zone::Record {
+            name: owner,
+            ttl: r.ttl,
+            data,
+        });
+    }
+    out
+}
+
+/// `name` as dotted text when every label is printable ASCII without a
+/// dot or backslash, which is all the zone's writer can put back.
+fn plain(name: &Name) -> Option<String> {
+    let mut text = String::new();
+    for label in name.iter() {
+        if !label.iter().all(|b| b.is_ascii_graphic() && *b != b'.' && *b != b'\\') {
+            return None;
+        }
+        text.extend(label.iter().map(|b| char::from(*b)));
+        text.push('.');
+    }
+    if text.is_empty() {
+        text.push('.');
+    }
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::{A, CNAME};
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    #[test]
+    fn a_chase_keeps_the_chain_and_nothing_else() {
+        let mut m = Message::response(1, OpCode::Query);
+        let a =
+            |owner: Name, ip: [u8; 4]| Record::from_rdata(owner, 60, RData::A(A::from(std::net::Ipv4Addr::from(ip))));
+        m.add_answer(Record::from_rdata(
+            name("Out.Example."),
+            60,
+            RData::CNAME(CNAME(name("cdn.example."))),
+        ));
+        m.add_answer(a(name("cdn.example."), [192, 0, 2, 1]));
+        // Not on the chain: an upstream's extra must not go out as ours.
+        m.add_answer(a(name("web.demo.svc.cluster.local."), [192, 0, 2, 66]));
+        // A label only an escape could write.
+        m.add_answer(a(Name::from_labels(vec![&b"a.b"[..]]).unwrap(), [192, 0, 2, 7]));
+        let got: Vec<String> = answer_records(&m.to_vec().unwrap(), "out.example.")
+            .iter()
+            .map(|r| format!("{} {:?}", r.name, r.data))
+            .collect();
+        assert_eq!(
+            got,
+            vec!["Out.Example. Cname(\"cdn.example.\")", "cdn.example. A(192.0.2.1)"]
+        );
+    }
 }

@@ -36,6 +36,13 @@ use message::{Answer, CacheKey, ClientQuery, TtlLimits, UpstreamQuery};
 use stats::{bump, Counters};
 
 pub use resolv::resolv_conf_upstreams;
+
+/// The records of an upstream's `reply` that a chase of `name` passes on
+/// (see `Forwarder::lookup`); public so the fuzz targets drive the real
+/// filter.
+pub fn chased_records(reply: &[u8], name: &str) -> Vec<crate::zone::Record> {
+    message::answer_records(reply, name)
+}
 pub use stats::ForwardStats;
 
 /// How the forwarder reaches upstreams and caches their answers.
@@ -183,7 +190,7 @@ impl Forwarder {
             return Vec::new();
         };
         match self.resolve(&query, crate::wire::TCP_MAX).await {
-            Some(reply) => message::answer_records(&reply),
+            Some(reply) => message::answer_records(&reply, name),
             None => Vec::new(),
         }
     }
