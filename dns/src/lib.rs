@@ -7,7 +7,7 @@
 //!   independent of any wire format;
 //! - `wire`: the query and response format of the serving path;
 //! - `handler`: one query in, one decision out (zone, cache, forward);
-//! - `serve`: the UDP and TCP loops;
+//! - `udp`, `serve`: the UDP threads (batched) and the TCP tasks;
 //! - `forward`: forwarding and caching for every other name;
 //! - `client`: the stub resolver behind `netlet dns query`;
 //! - `fixed`: a server of fixed records, the upstream of sandbox and tests;
@@ -20,6 +20,7 @@ pub mod handler;
 pub mod metrics;
 pub mod name;
 pub mod serve;
+pub mod udp;
 pub mod wire;
 pub mod zone;
 

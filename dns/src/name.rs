@@ -43,20 +43,33 @@ pub enum ZoneName {
 /// Where `name` (with or without the final dot) falls in `zone`, or None
 /// when it is not under the zone at all.
 pub fn parse(name: &str, zone: &str) -> Option<ZoneName> {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let zone = zone.trim_end_matches('.').to_ascii_lowercase();
-    let rest = if name == zone {
-        ""
-    } else {
-        name.strip_suffix(&zone)?.strip_suffix('.')?
+    // Every query runs through here: the zone is matched in place, and
+    // only the part before it is copied (in lower case).
+    let name = name.trim_end_matches('.');
+    let zone = zone.trim_end_matches('.');
+    let rest = match name.len().checked_sub(zone.len())? {
+        0 => "",
+        n => {
+            let (rest, tail) = name.split_at_checked(n)?;
+            rest.strip_suffix('.').filter(|_| tail.eq_ignore_ascii_case(zone))?
+        }
     };
-    let labels: Vec<&str> = if rest.is_empty() {
-        Vec::new()
-    } else {
-        rest.split('.').collect()
-    };
+    if rest.is_empty() && !name.eq_ignore_ascii_case(zone) {
+        return None;
+    }
+    let rest = rest.to_ascii_lowercase();
+    let mut labels: [&str; 6] = [""; 6];
+    let mut count = 0;
+    for label in rest.split('.').filter(|_| !rest.is_empty()) {
+        if count == labels.len() {
+            return Some(ZoneName::Unknown);
+        }
+        labels[count] = label;
+        count += 1;
+    }
+    let labels = &labels[..count];
     // Read from the zone outwards: [.., ns, "svc"].
-    let parsed = match labels.as_slice() {
+    let parsed = match labels {
         [] => ZoneName::Apex,
         ["dns-version"] => ZoneName::DnsVersion,
         ["svc"] | [_, "svc"] => ZoneName::Interior,
@@ -168,7 +181,13 @@ fn undash(label: &str) -> Option<std::net::IpAddr> {
 /// The address a reverse name (`d.c.b.a.in-addr.arpa`, or 32 nibbles then
 /// `ip6.arpa`) stands for; None when it is not a complete one.
 pub fn reverse(name: &str) -> Option<std::net::IpAddr> {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let name = name.trim_end_matches('.');
+    // Most names are not reverse ones; they are turned away before any copy.
+    let tail = name.get(name.len().checked_sub(9)?..)?;
+    if !tail.eq_ignore_ascii_case(".ip6.arpa") && !tail.eq_ignore_ascii_case("addr.arpa") {
+        return None;
+    }
+    let name = name.to_ascii_lowercase();
     if let Some(v4) = name.strip_suffix(".in-addr.arpa") {
         let mut octets: Vec<u8> = v4.split('.').map(|o| o.parse().ok()).collect::<Option<_>>()?;
         if octets.len() != 4 {

@@ -1,14 +1,15 @@
-//! The serving loops: one task per UDP socket, one per TCP listener and
-//! one per TCP connection. A query the zone or the cache answers is
-//! answered inline; a forwarded one gets a task of its own so a slow
-//! upstream never holds up the zone's answers.
+//! DNS over TCP (one task per listener and per connection), and what both
+//! transports share: binding, completing a query that needed the
+//! forwarder, SERVFAIL. UDP has its own threads (`udp`). A query the zone
+//! or the cache answers is answered inline; a forwarded one waits on its
+//! own, so a slow upstream never holds up the zone's answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::handler::{Handler, Outcome, Transport};
@@ -17,57 +18,12 @@ use crate::wire::{Malformed, Query, Response, ResponseCode};
 
 /// Forwarded queries in flight at once; beyond this they are answered
 /// SERVFAIL at once rather than queued behind a dead upstream.
-const MAX_FORWARDS: usize = 1024;
+pub(crate) const MAX_FORWARDS: usize = 1024;
 /// TCP connections at once (RFC 7766 asks servers to bound them).
 const MAX_TCP_CONNECTIONS: usize = 256;
 /// A TCP connection with no query for this long is closed (RFC 7766
 /// suggests seconds, not minutes).
 const TCP_IDLE: Duration = Duration::from_secs(10);
-
-/// Serves queries arriving on `socket` until the socket fails.
-pub async fn serve_udp(socket: UdpSocket, handler: Arc<Handler>) -> std::io::Result<()> {
-    let socket = Arc::new(socket);
-    let forwards = Arc::new(Semaphore::new(MAX_FORWARDS));
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            // ICMP errors for earlier replies surface here on Linux; they
-            // are about one client, not the socket.
-            Err(e) if is_transient(&e) => continue,
-            Err(e) => return Err(e),
-        };
-        let started = Instant::now();
-        let msg = &buf[..n];
-        match handler.handle(msg, Transport::Udp) {
-            Outcome::Reply(reply, source) => {
-                handler.metrics().reply(&reply, source, started.elapsed());
-                let _ = socket.send_to(&reply, peer).await;
-            }
-            Outcome::Ignore => {}
-            // It waits on an upstream: in a task of its own.
-            pending => match forwards.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let (socket, handler, query) = (socket.clone(), handler.clone(), msg.to_vec());
-                    tokio::spawn(async move {
-                        let (reply, source) = complete(&handler, pending, &query).await;
-                        if !reply.is_empty() {
-                            handler.metrics().reply(&reply, source, started.elapsed());
-                            let _ = socket.send_to(&reply, peer).await;
-                        }
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    handler.metrics().overloaded();
-                    let reply = servfail(msg);
-                    handler.metrics().reply(&reply, Source::Local, started.elapsed());
-                    let _ = socket.send_to(&reply, peer).await;
-                }
-            },
-        }
-    }
-}
 
 /// Accepts TCP connections on `listener` for as long as it is polled.
 pub async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>) {
@@ -133,7 +89,7 @@ async fn connection(mut stream: TcpStream, handler: &Handler) -> std::io::Result
 
 /// The reply to a query that needed the forwarder: its whole answer, or
 /// the zone's answer followed by the records its CNAME points at.
-async fn complete(handler: &Handler, pending: Outcome, query: &[u8]) -> (Vec<u8>, Source) {
+pub(crate) async fn complete(handler: &Handler, pending: Outcome, query: &[u8]) -> (Vec<u8>, Source) {
     let Some(forwarder) = handler.forwarder() else {
         return (servfail(query), Source::Local);
     };
@@ -156,7 +112,7 @@ async fn complete(handler: &Handler, pending: Outcome, query: &[u8]) -> (Vec<u8>
 }
 
 /// SERVFAIL for a query the handler already parsed once.
-fn servfail(query: &[u8]) -> Vec<u8> {
+pub(crate) fn servfail(query: &[u8]) -> Vec<u8> {
     match Query::parse(query) {
         Ok(q) => Response::empty(&q, ResponseCode::ServFail),
         Err(Malformed::Reply { id, rd, .. }) => Response::bare(id, rd, ResponseCode::ServFail),
@@ -174,8 +130,8 @@ fn is_transient(e: &std::io::Error) -> bool {
 
 /// Binds UDP and TCP on `address`; both are needed (RFC 7766 makes TCP a
 /// must for every server).
-pub async fn bind(address: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
-    let udp = UdpSocket::bind(address).await?;
+pub async fn bind(address: SocketAddr) -> std::io::Result<(std::net::UdpSocket, TcpListener)> {
+    let udp = std::net::UdpSocket::bind(address)?;
     let tcp = TcpListener::bind(address).await?;
     Ok((udp, tcp))
 }

@@ -63,6 +63,7 @@ struct Server {
     zone: Arc<SharedZone>,
     metrics: Arc<DnsMetrics>,
     upstream: Arc<FakeUpstream>,
+    _udp: crate::udp::UdpServer,
 }
 
 async fn start(forwarding: bool) -> Server {
@@ -78,13 +79,14 @@ async fn start(forwarding: bool) -> Server {
         true => tcp,
         false => tokio::net::TcpListener::bind(address).await.unwrap(),
     };
-    tokio::spawn(crate::serve::serve_udp(udp, handler.clone()));
+    let udp = crate::udp::serve_udp(udp, handler.clone(), tokio::runtime::Handle::current()).unwrap();
     tokio::spawn(crate::serve::serve_tcp(tcp, handler));
     Server {
         address,
         zone,
         metrics,
         upstream,
+        _udp: udp,
     }
 }
 

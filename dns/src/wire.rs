@@ -266,8 +266,11 @@ impl Reader<'_> {
 /// with names compressed against those already written.
 pub struct Response {
     buf: Vec<u8>,
-    /// (offset, text) of every name suffix written, to point back at.
-    suffixes: Vec<(u16, String)>,
+    /// Every name suffix written: its offset in the message and where its
+    /// text (no final dot) lies in `texts`, to point back at. One buffer
+    /// for all the texts keeps this to one allocation per reply.
+    suffixes: Vec<(u16, std::ops::Range<usize>)>,
+    texts: String,
     counts: [u16; 3],
     /// The whole code: its low four bits are in the header, the rest
     /// goes in OPT.
@@ -295,16 +298,41 @@ impl Response {
         buf.extend_from_slice(&flags.to_be_bytes());
         buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
         buf.extend_from_slice(q.question);
-        let mut suffixes = Vec::new();
-        if let Some(name) = &q.name {
-            remember_suffixes(&mut suffixes, name, HEADER);
-        }
-        Response {
+        let mut r = Response {
             buf,
-            suffixes,
+            suffixes: Vec::with_capacity(16),
+            texts: String::with_capacity(256),
             counts: [0; 3],
             code,
+        };
+        if let Some(name) = &q.name {
+            let name = name.trim_end_matches('.');
+            let mut at = HEADER;
+            for (start, label) in labels(name) {
+                r.remember(at, &name[start..]);
+                at += label.len() + 1;
+            }
         }
+        r
+    }
+
+    /// Notes that the name `suffix` starts at `at`, while a pointer can
+    /// still reach it (14 bits).
+    fn remember(&mut self, at: usize, suffix: &str) {
+        if let Ok(at) = u16::try_from(at) {
+            if at < 0x4000 {
+                let start = self.texts.len();
+                self.texts.push_str(suffix);
+                self.suffixes.push((at, start..self.texts.len()));
+            }
+        }
+    }
+
+    fn written(&self, suffix: &str) -> Option<u16> {
+        self.suffixes
+            .iter()
+            .find(|(_, range)| &self.texts[range.clone()] == suffix)
+            .map(|(at, _)| *at)
     }
 
     /// The whole reply to `q` from the zone's `answer`, within `limit`
@@ -447,15 +475,12 @@ impl Response {
         for (start, label) in labels(name) {
             let suffix = &name[start..];
             if compress {
-                if let Some((offset, _)) = self.suffixes.iter().find(|(_, s)| s == suffix) {
+                if let Some(offset) = self.written(suffix) {
                     self.buf.extend_from_slice(&(0xc000 | offset).to_be_bytes());
                     return;
                 }
             }
-            // A pointer has 14 bits: later names can only point this far.
-            if at < 0x4000 {
-                self.suffixes.push((at as u16, suffix.to_string()));
-            }
+            self.remember(at, suffix);
             let label = &label.as_bytes()[..label.len().min(63)];
             self.buf.push(label.len() as u8);
             self.buf.extend_from_slice(label);
@@ -473,14 +498,4 @@ fn labels(name: &str) -> impl Iterator<Item = (usize, &str)> {
         start += label.len() + 1;
         (!label.is_empty()).then_some((at, label))
     })
-}
-
-/// The suffixes of the question's name, which sits right after the header.
-fn remember_suffixes(suffixes: &mut Vec<(u16, String)>, name: &str, start: usize) {
-    let name = name.trim_end_matches('.');
-    let mut at = start;
-    for (begin, label) in labels(name) {
-        suffixes.push((at as u16, name[begin..].to_string()));
-        at += label.len() + 1;
-    }
 }

@@ -94,20 +94,18 @@ async fn serve(
     let forward = forwarder.clone().map(|f| f as Arc<dyn dns::handler::Forward>);
     let handler = Arc::new(Handler::new(zone.clone(), forward, state.metrics.clone()));
     let mut servers = JoinSet::new();
+    let mut udp_servers = Vec::new();
     let mut listen = Vec::new();
     for address in addresses {
         let at = SocketAddr::new(*address, ctx.config.dns.port);
         let (udp, tcp) = dns::serve::bind(at)
             .await
             .map_err(|e| format!("cannot serve DNS on {at}: {e}"))?;
-        servers.spawn(dns::serve::serve_udp(udp, handler.clone()));
-        servers.spawn({
-            let handler = handler.clone();
-            async move {
-                dns::serve::serve_tcp(tcp, handler).await;
-                Ok(())
-            }
-        });
+        udp_servers.push(
+            dns::udp::serve_udp(udp, handler.clone(), tokio::runtime::Handle::current())
+                .map_err(|e| format!("cannot start DNS over UDP on {at}: {e}"))?,
+        );
+        servers.spawn(dns::serve::serve_tcp(tcp, handler.clone()));
         listen.push(at);
     }
     tracing::info!(?listen, upstreams = ?forwarder.as_ref().map(|f| f.upstreams()), "cluster DNS serving");
@@ -135,11 +133,7 @@ async fn serve(
         let batch = tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
             done = servers.join_next() => {
-                let why = match done {
-                    Some(Ok(Err(e))) => e.to_string(),
-                    other => format!("{other:?}"),
-                };
-                return Err(format!("a DNS server socket failed: {why}").into());
+                return Err(format!("DNS over TCP stopped: {done:?}").into());
             }
             c = changes.changed() => c,
         };
