@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deps build sandbox test unit lint bench-memory bench-cni bench-services bench-dns release clean
+.PHONY: deps build sandbox test unit lint fuzz bench-memory bench-cni bench-services bench-dns release clean
 
 deps:
 	@scripts/install-deps.sh
@@ -19,6 +19,11 @@ test:
 	@scripts/install-deps.sh test
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
+	scripts/fuzz.sh
+
+## The DNS fuzz targets alone: scripts/fuzz.sh [SECONDS per target].
+fuzz:
+	scripts/fuzz.sh
 
 ## Unit tests only: no root needed.
 unit:
