@@ -227,6 +227,22 @@ fn pods_resolve_services_endpoints_and_outside_names() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "NXDOMAIN fails the command");
+        let out = std::process::Command::new(NETLET)
+            .args(["dns", "status", "-o", "json", "--socket"])
+            .arg(bed.admin_socket())
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            status["listen"],
+            json!([format!("{DNS_V4}:53"), format!("[{DNS_V6}]:53")])
+        );
+        assert_eq!(status["upstreams"], json!([upstream.to_string()]));
+        assert_eq!(
+            (status["zoneSynced"].as_bool(), status["zoneServices"].as_u64()),
+            (Some(true), Some(4)),
+            "web, db, ext, kube-dns"
+        );
         let metrics = bed
             .rt
             .block_on(netstack::admin::client::get(&bed.admin_socket(), "/metrics"))
