@@ -26,6 +26,8 @@ pub enum Command {
     Status(QueryArgs),
     /// Show this node's pod CIDRs and address leases.
     Ipam(QueryArgs),
+    /// Each Service's frontends and backends, as the BPF maps hold them.
+    Services(QueryArgs),
     /// Cluster DNS: the server's state, or ask it a question.
     Dns(DnsArgs),
     /// Print version information.
@@ -103,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => crate::status_cmd::run(args),
         Command::Ipam(args) => crate::ipam_cmd::run(args),
         Command::Dns(args) => crate::dns_cmd::run(args),
+        Command::Services(args) => crate::services_cmd::run(args),
         Command::Version => {
             print_version();
             Ok(ExitCode::SUCCESS)

@@ -10,4 +10,5 @@ pub mod ipam_cmd;
 pub mod kube_client;
 pub mod logging;
 pub mod sandbox_cmd;
+pub mod services_cmd;
 pub mod status_cmd;

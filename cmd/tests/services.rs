@@ -212,6 +212,42 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
             }
         }
 
+        // `netlet services` shows what the maps hold, read back from them.
+        let out = std::process::Command::new(NETLET)
+            .args(["services", "-o", "json", "--socket"])
+            .arg(bed.admin_socket())
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("netlet services: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let web = report
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["namespace"] == "default" && s["name"] == "web")
+            .expect("web in netlet services");
+        let frontend = |address: String, scope: &str| {
+            web["frontends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["address"] == address && f["protocol"] == "TCP" && f["scope"] == scope)
+                .map(|f| f["backends"].clone())
+        };
+        assert_eq!(
+            frontend(format!("{v4}:80"), "internal"),
+            Some(json!(["10.130.0.2:8080"]))
+        );
+        assert_eq!(
+            frontend(format!("[{v6}]:80"), "internal"),
+            Some(json!(["[fd00:130::2]:8080"]))
+        );
+        assert_eq!(
+            frontend(format!("192.0.2.10:{node_port}"), "external"),
+            Some(json!(["10.130.0.2:8080"])),
+            "the NodePort from outside"
+        );
+
         // From outside the node, at the NodePorts on its external address.
         let dns_port = spec
             .ports

@@ -7,5 +7,5 @@ pub mod datapath;
 pub mod maps;
 pub mod plan;
 
-pub use datapath::{Datapath, DatapathError, DatapathOptions};
+pub use datapath::{Datapath, DatapathError, DatapathOptions, FrontendState};
 pub use plan::{plan, Backend, Frontend, FrontendPlan, NodeView, Protocol, Scope};

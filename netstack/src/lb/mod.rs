@@ -5,6 +5,7 @@
 mod devices;
 mod health;
 mod metrics;
+mod report;
 mod sync;
 
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use futures::future::BoxFuture;
 use crate::cache::{Changes, Kind};
 use crate::module::{MetricsSource, Module, ModuleContext, ModuleError};
 use metrics::ServicesMetrics;
+use report::SharedLb;
+pub use report::{FrontendReport, ServiceReport};
 use sync::ServiceSync;
 
 /// How long after a failed pass the next full one comes.
@@ -23,6 +26,7 @@ const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Default)]
 pub struct ServicesModule {
     metrics: Arc<ServicesMetrics>,
+    lb: SharedLb,
 }
 
 impl Module for ServicesModule {
@@ -31,15 +35,19 @@ impl Module for ServicesModule {
     }
 
     fn run(self: Box<Self>, ctx: ModuleContext) -> BoxFuture<'static, Result<(), ModuleError>> {
-        Box::pin(run(ctx, self.metrics))
+        Box::pin(run(ctx, self.metrics, self.lb))
     }
 
     fn metrics(&self) -> Option<Arc<dyn MetricsSource>> {
         Some(self.metrics.clone())
     }
+
+    fn routes(&self) -> Option<axum::Router> {
+        Some(report::routes(self.lb.clone()))
+    }
 }
 
-async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), ModuleError> {
+async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>, lb: SharedLb) -> Result<(), ModuleError> {
     tokio::select! {
         _ = ctx.cancel.cancelled() => return Ok(()),
         _ = ctx.cache.wait_synced() => {}
@@ -61,7 +69,7 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), Mo
         map_entries: c.map_entries,
         devices: devices.clone(),
     };
-    let mut datapath = services::Datapath::load(&options)?;
+    let datapath = services::Datapath::load(&options)?;
     tracing::info!(
         cgroup = %c.cgroup.display(), pins = %c.pin_dir.display(), devices = ?devices,
         "Service load balancing attached"
@@ -70,6 +78,8 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), Mo
     if ctx.config.dns.enabled {
         sync = sync.serving_locally(&ctx.config.cluster_dns, ctx.config.dns.port);
     }
+    *lb.lock().unwrap_or_else(|e| e.into_inner()) = Some((datapath, sync));
+    let _unload = Unload(lb.clone());
     let mut health = health::HealthServers::default();
     // The first look reports both kinds resynced: a full pass, which also
     // drops whatever an earlier agent left for Services now gone.
@@ -90,13 +100,19 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), Mo
             }
         };
         let start = Instant::now();
-        let applied = sync.apply(&ctx.cache, &mut datapath, &batch);
-        let map_full = matches!(applied, Err(services::DatapathError::MapFull { .. }));
-        metrics.record(&datapath, map_full);
+        // Held for the update only, never across an await.
+        let (applied, health_ports) = {
+            let mut guard = lb.lock().unwrap_or_else(|e| e.into_inner());
+            let (datapath, sync) = guard.as_mut().expect("loaded above");
+            let applied = sync.apply(&ctx.cache, datapath, &batch);
+            let map_full = matches!(applied, Err(services::DatapathError::MapFull { .. }));
+            metrics.record(datapath, map_full);
+            (applied, sync.take_health())
+        };
         // A full pass that succeeds catches up on every earlier failure.
         let caught_up = applied.as_ref().is_ok_and(|full| *full);
         let mut result = applied.map(drop).map_err(|e| e.to_string());
-        if let Some(ports) = sync.take_health() {
+        if let Some(ports) = health_ports {
             result = result.and(health.set(ports).await);
         }
         if let Err(e) = &result {
@@ -104,5 +120,15 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>) -> Result<(), Mo
         }
         behind = result.is_err() || (behind && !caught_up);
         ctx.status.record_reconcile(start.elapsed(), result);
+    }
+}
+
+/// Drops the datapath (its programs stay pinned and attached) when the
+/// module stops, however it stops, rather than when the admin API lets go.
+struct Unload(SharedLb);
+
+impl Drop for Unload {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }

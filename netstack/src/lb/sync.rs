@@ -122,6 +122,14 @@ impl ServiceSync {
         Ok(())
     }
 
+    /// Which Service each frontend in the datapath belongs to.
+    pub fn owners(&self) -> HashMap<Frontend, ObjectKey> {
+        self.owned
+            .iter()
+            .flat_map(|(key, frontends)| frontends.iter().map(move |f| (*f, key.clone())))
+            .collect()
+    }
+
     /// The health check ports to serve, if they changed since last asked.
     pub fn take_health(&mut self) -> Option<HashMap<u16, Health>> {
         if !std::mem::take(&mut self.health_changed) {

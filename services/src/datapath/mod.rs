@@ -21,6 +21,8 @@ mod entries;
 mod frontends;
 mod read_back;
 
+pub use read_back::FrontendState;
+
 /// bpf/sock.c and bpf/tc_external.c, compiled by build.rs.
 static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.o"));
 static TC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_external.o"));

@@ -21,28 +21,7 @@ impl Datapath {
     /// Rebuilds what the pinned maps hold (from an earlier agent) so the
     /// first plans replace it entry by entry.
     pub(super) fn read_back(&mut self) -> Result<(), DatapathError> {
-        let mut backends: HashMap<u32, Backend> = HashMap::new();
-        let v4: BpfHashMap<&MapData, u32, Lb4Backend> = self.typed(BACKEND_MAPS[0])?;
-        for (id, b) in v4.iter().filter_map(Result::ok) {
-            backends.insert(id, backend_of(IpAddr::from(b.address), b.port));
-        }
-        let v6: BpfHashMap<&MapData, u32, Lb6Backend> = self.typed(BACKEND_MAPS[1])?;
-        for (id, b) in v6.iter().filter_map(Result::ok) {
-            backends.insert(id, backend_of(IpAddr::from(b.address), b.port));
-        }
-        let mut slots: HashMap<Frontend, Vec<(u16, LbSlot)>> = HashMap::new();
-        let v4: BpfHashMap<&MapData, Lb4Key, LbSlot> = self.typed(SERVICE_MAPS[0])?;
-        for (k, s) in v4.iter().filter_map(Result::ok) {
-            if let Some(f) = frontend_of(IpAddr::from(k.address), k.port, k.proto, k.scope) {
-                slots.entry(f).or_default().push((k.slot, s));
-            }
-        }
-        let v6: BpfHashMap<&MapData, Lb6Key, LbSlot> = self.typed(SERVICE_MAPS[1])?;
-        for (k, s) in v6.iter().filter_map(Result::ok) {
-            if let Some(f) = frontend_of(IpAddr::from(k.address), k.port, k.proto, k.scope) {
-                slots.entry(f).or_default().push((k.slot, s));
-            }
-        }
+        let Tables { backends, slots } = self.read_tables()?;
         for (frontend, mut entries) in slots {
             entries.sort_by_key(|(slot, _)| *slot);
             let ids: Vec<u32> = entries
@@ -85,6 +64,83 @@ impl Datapath {
     /// Source ranges back onto their (external) frontends; those of a
     /// frontend that is gone are leftovers and removed.
     pub(super) fn read_back_ranges(&mut self) -> Result<(), DatapathError> {
+        for (frontend, range) in self.read_ranges()? {
+            match self.frontends.get_mut(&frontend) {
+                Some(applied) => {
+                    applied.source_ranges.push(range);
+                    applied.source_ranges.sort();
+                }
+                None => self.set_range(&frontend, &range, false)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// What the maps hold, frontend by frontend, read from the kernel (not
+    /// from this datapath's bookkeeping): what `netlet services` shows.
+    pub fn read_maps(&self) -> Result<Vec<FrontendState>, DatapathError> {
+        let Tables { backends, slots } = self.read_tables()?;
+        let mut ranges: HashMap<Frontend, Vec<Cidr>> = HashMap::new();
+        for (frontend, range) in self.read_ranges()? {
+            ranges.entry(frontend).or_default().push(range);
+        }
+        let mut out: Vec<FrontendState> = slots
+            .into_iter()
+            .map(|(frontend, mut entries)| {
+                entries.sort_by_key(|(slot, _)| *slot);
+                let head = entries
+                    .iter()
+                    .find(|(slot, _)| *slot == 0)
+                    .map(|(_, s)| *s)
+                    .unwrap_or_default();
+                let mut source_ranges = ranges.remove(&frontend).unwrap_or_default();
+                source_ranges.sort();
+                FrontendState {
+                    frontend,
+                    backends: entries
+                        .iter()
+                        .filter(|(slot, _)| *slot > 0)
+                        .filter_map(|(_, s)| backends.get(&s.backend_id).copied())
+                        .collect(),
+                    affinity_timeout: head.affinity_timeout,
+                    drops_when_empty: head.flags & FLAG_EMPTY_DROPS != 0,
+                    source_ranges,
+                }
+            })
+            .collect();
+        out.sort_by_key(|f| f.frontend);
+        Ok(out)
+    }
+
+    /// Every backend by id, and every frontend's slots, as the maps hold them.
+    fn read_tables(&self) -> Result<Tables, DatapathError> {
+        let mut backends: HashMap<u32, Backend> = HashMap::new();
+        let v4: BpfHashMap<&MapData, u32, Lb4Backend> = self.typed(BACKEND_MAPS[0])?;
+        for (id, b) in v4.iter().filter_map(Result::ok) {
+            backends.insert(id, backend_of(IpAddr::from(b.address), b.port));
+        }
+        let v6: BpfHashMap<&MapData, u32, Lb6Backend> = self.typed(BACKEND_MAPS[1])?;
+        for (id, b) in v6.iter().filter_map(Result::ok) {
+            backends.insert(id, backend_of(IpAddr::from(b.address), b.port));
+        }
+        let mut slots: HashMap<Frontend, Vec<(u16, LbSlot)>> = HashMap::new();
+        let v4: BpfHashMap<&MapData, Lb4Key, LbSlot> = self.typed(SERVICE_MAPS[0])?;
+        for (k, s) in v4.iter().filter_map(Result::ok) {
+            if let Some(f) = frontend_of(IpAddr::from(k.address), k.port, k.proto, k.scope) {
+                slots.entry(f).or_default().push((k.slot, s));
+            }
+        }
+        let v6: BpfHashMap<&MapData, Lb6Key, LbSlot> = self.typed(SERVICE_MAPS[1])?;
+        for (k, s) in v6.iter().filter_map(Result::ok) {
+            if let Some(f) = frontend_of(IpAddr::from(k.address), k.port, k.proto, k.scope) {
+                slots.entry(f).or_default().push((k.slot, s));
+            }
+        }
+        Ok(Tables { backends, slots })
+    }
+
+    /// Every source range in the LPM tries, with its frontend.
+    fn read_ranges(&self) -> Result<Vec<(Frontend, Cidr)>, DatapathError> {
         let mut found: Vec<(Frontend, Cidr)> = Vec::new();
         let v4: LpmTrie<&MapData, Lb4Source, u8> = self.lpm(SOURCE_MAPS[0])?;
         for key in v4.keys().filter_map(Result::ok) {
@@ -102,17 +158,26 @@ impl Datapath {
             let frontend = frontend_of(IpAddr::from(d.frontend), d.port, d.proto, SCOPE_EXTERNAL);
             found.extend(frontend.zip(range));
         }
-        for (frontend, range) in found {
-            match self.frontends.get_mut(&frontend) {
-                Some(applied) => {
-                    applied.source_ranges.push(range);
-                    applied.source_ranges.sort();
-                }
-                None => self.set_range(&frontend, &range, false)?,
-            }
-        }
-        Ok(())
+        Ok(found)
     }
+}
+
+struct Tables {
+    backends: HashMap<u32, Backend>,
+    slots: HashMap<Frontend, Vec<(u16, LbSlot)>>,
+}
+
+/// One frontend as the maps hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontendState {
+    pub frontend: Frontend,
+    /// In slot order; empty: refused (or dropped, see `drops_when_empty`).
+    pub backends: Vec<Backend>,
+    /// sessionAffinity ClientIP timeout in seconds; 0 for none.
+    pub affinity_timeout: u32,
+    pub drops_when_empty: bool,
+    /// loadBalancerSourceRanges (external LoadBalancer IPs only).
+    pub source_ranges: Vec<Cidr>,
 }
 
 pub(super) fn backend_of(address: IpAddr, port: [u8; 2]) -> Backend {
