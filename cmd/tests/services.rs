@@ -418,6 +418,18 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
             let got = ask(&client, &cgroup, target, refused);
             assert!(refused(&got), "{target}: {got}");
         }
+        // Counted against the Service.
+        let metrics = bed
+            .rt
+            .block_on(netstack::admin::client::get(&bed.admin_socket(), "/metrics"))
+            .unwrap()
+            .body;
+        let turned_away: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("netlet_services_no_endpoint_total{namespace=\"default\",name=\"web\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no no-endpoint count for web:\n{metrics}"));
+        assert!(turned_away >= 2.0, "both refusals counted: {turned_away}");
 
         // Deleted: the ClusterIP is an address like any other again.
         bed.rt

@@ -123,4 +123,36 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nl_lb6_src SEC(".maps");
 
+/* Connections and packets turned away because their frontend had no
+ * usable backend, per frontend (its slot-0 key): the no-endpoint counts
+ * netlet reports per Service. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_key);
+	__type(value, __u64);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nl_lb4_empty SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb6_key);
+	__type(value, __u64);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nl_lb6_empty SEC(".maps");
+
+/* Counts one connection or packet refused (or dropped) at the frontend
+ * `key` for want of a backend. The first one of a frontend may race
+ * another CPU's and go uncounted: these are statistics. */
+static __always_inline void count_empty(void *map, const void *key)
+{
+	__u64 one = 1, *n = bpf_map_lookup_elem(map, key);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		bpf_map_update_elem(map, key, &one, BPF_NOEXIST);
+}
+
 #endif

@@ -84,8 +84,10 @@ static __always_inline int translate4(struct bpf_sock_addr *ctx, __u8 proto)
 	svc = bpf_map_lookup_elem(&nl_lb4_svc, &key);
 	if (!svc)
 		return 1;
-	if (svc->count == 0)
+	if (svc->count == 0) {
+		count_empty(&nl_lb4_empty, &key);
 		goto refuse;
+	}
 	__builtin_memset(&aff, 0, sizeof(aff));
 	aff.netns_cookie = bpf_get_netns_cookie(ctx);
 	aff.address = key.address;
@@ -138,8 +140,10 @@ static __always_inline int translate6(struct bpf_sock_addr *ctx, __u8 proto)
 	svc = bpf_map_lookup_elem(&nl_lb6_svc, &key);
 	if (!svc)
 		return 1;
-	if (svc->count == 0)
+	if (svc->count == 0) {
+		count_empty(&nl_lb6_empty, &key);
 		goto refuse;
+	}
 	__builtin_memset(&aff, 0, sizeof(aff));
 	aff.netns_cookie = bpf_get_netns_cookie(ctx);
 	__builtin_memcpy(aff.address, key.address, 16);

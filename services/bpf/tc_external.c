@@ -150,8 +150,10 @@ static __always_inline int track4(const struct ct4_key *key, struct ct4_value *t
 	svc = bpf_map_lookup_elem(&nl_lb4_svc, &svc_key);
 	if (!svc)
 		return 0;
-	if (svc->count == 0)
+	if (svc->count == 0) {
+		count_empty(&nl_lb4_empty, &svc_key);
 		return svc->flags & LB_FLAG_EMPTY_DROPS ? DROP : REFUSE;
+	}
 	if (svc->flags & LB_FLAG_SOURCE_RANGES) {
 		struct lb4_source_key src;
 
@@ -205,8 +207,10 @@ static __always_inline int track6(const struct ct6_key *key, struct ct6_value *t
 	svc = bpf_map_lookup_elem(&nl_lb6_svc, &svc_key);
 	if (!svc)
 		return 0;
-	if (svc->count == 0)
+	if (svc->count == 0) {
+		count_empty(&nl_lb6_empty, &svc_key);
 		return svc->flags & LB_FLAG_EMPTY_DROPS ? DROP : REFUSE;
+	}
 	if (svc->flags & LB_FLAG_SOURCE_RANGES) {
 		struct lb6_source_key src;
 

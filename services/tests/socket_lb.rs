@@ -117,6 +117,18 @@ fn clients_reach_services_through_their_backends() {
         bed.ask("TCP4:10.43.250.9:80").contains("Connection refused"),
         "no backends: refused, not hanging"
     );
+    // Counted against that frontend, and no other.
+    let empty = internal("10.43.250.9", 80, Protocol::Tcp, &[]).frontend;
+    let counts = dp.empty_counts().unwrap();
+    assert!(
+        counts.len() == 1 && counts[0].0 == empty && counts[0].1 >= 1,
+        "refusals per frontend: {counts:?}"
+    );
+    dp.remove(&empty).unwrap();
+    assert!(
+        dp.empty_counts().unwrap().is_empty(),
+        "the count goes with its frontend"
+    );
 
     // A changed backend set takes effect for new connections.
     dp.apply(&internal("10.43.250.1", 80, Protocol::Tcp, &[("10.250.0.3", 8080)]))
@@ -136,7 +148,11 @@ fn clients_reach_services_through_their_backends() {
     std::fs::create_dir(&older).unwrap();
     let mut dp = Datapath::load(&bed.options()).unwrap();
     assert!(!older.exists(), "an earlier build's maps are gone");
-    assert_eq!(dp.frontends().count(), 4);
+    assert_eq!(
+        dp.frontends().count(),
+        3,
+        "the three left after the empty one was removed"
+    );
     assert!(
         !dp.apply(&internal("10.43.250.1", 80, Protocol::Tcp, &[("10.250.0.3", 8080)]))
             .unwrap(),

@@ -184,6 +184,18 @@ fn tc_programs_on_crafted_packets() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(parse(&rst6), (ep("2001:db8::1", 30099), ep("2001:db8::99", 40001)));
     assert_eq!(rst6[54 + 13], 0x14);
+    // Each refusal is counted against its frontend, in both families.
+    let mut counts: Vec<(String, u64)> = dp
+        .empty_counts()
+        .unwrap()
+        .into_iter()
+        .map(|(f, n)| (format!("{}:{}", f.address, f.port), n))
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![("192.0.2.1:30099".to_string(), 1), ("2001:db8::1:30099".to_string(), 1)]
+    );
     // UDP is refused with ICMP port unreachable quoting the datagram.
     dp.apply(&external("192.0.2.1", 30099, Protocol::Udp, &[])).unwrap();
     let datagram = packet(UDP, ("198.51.100.7", 40001), ("192.0.2.1", 30099));

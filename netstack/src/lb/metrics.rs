@@ -2,13 +2,18 @@
 //! frontends per family, backends, map capacity, and map-full failures
 //! (which also leave the module degraded with the map's name in status).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::report::SharedLb;
 
 use crate::metrics::{MetricType, MetricsPage};
 use crate::module::MetricsSource;
 
 #[derive(Default)]
 pub struct ServicesMetrics {
+    /// Read at scrape time for the per-Service no-endpoint counts.
+    lb: SharedLb,
     frontends_v4: AtomicU64,
     frontends_v6: AtomicU64,
     backends: AtomicU64,
@@ -17,6 +22,31 @@ pub struct ServicesMetrics {
 }
 
 impl ServicesMetrics {
+    pub fn new(lb: SharedLb) -> ServicesMetrics {
+        ServicesMetrics {
+            lb,
+            ..Default::default()
+        }
+    }
+
+    /// Connections and packets turned away for want of an endpoint, per
+    /// Service (namespace, name), read from the datapath's counters.
+    fn no_endpoint_counts(&self) -> BTreeMap<(String, String), u64> {
+        let guard = self.lb.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((datapath, sync)) = guard.as_ref() else {
+            return BTreeMap::new();
+        };
+        let owners = sync.owners();
+        let mut out = BTreeMap::new();
+        for (frontend, n) in datapath.empty_counts().unwrap_or_default() {
+            if let Some(key) = owners.get(&frontend) {
+                *out.entry((key.namespace.clone().unwrap_or_default(), key.name.clone()))
+                    .or_default() += n;
+            }
+        }
+        out
+    }
+
     pub fn record(&self, datapath: &services::Datapath, map_full: bool) {
         let (mut v4, mut v6) = (0, 0);
         for (frontend, _) in datapath.frontends() {
@@ -72,5 +102,17 @@ impl MetricsSource for ServicesMetrics {
             MetricType::Counter,
         )
         .sample("netlet_services_map_full_total", &[], get(&self.map_full));
+        page.family(
+            "netlet_services_no_endpoint_total",
+            "Connections and packets to a Service turned away because it had no usable endpoint (refused, or dropped under externalTrafficPolicy: Local).",
+            MetricType::Counter,
+        );
+        for ((namespace, name), n) in self.no_endpoint_counts() {
+            page.sample(
+                "netlet_services_no_endpoint_total",
+                &[("namespace", &namespace), ("name", &name)],
+                n as f64,
+            );
+        }
     }
 }

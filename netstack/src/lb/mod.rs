@@ -23,10 +23,19 @@ use sync::ServiceSync;
 /// How long after a failed pass the next full one comes.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
-#[derive(Default)]
 pub struct ServicesModule {
     metrics: Arc<ServicesMetrics>,
     lb: SharedLb,
+}
+
+impl Default for ServicesModule {
+    fn default() -> Self {
+        let lb = SharedLb::default();
+        ServicesModule {
+            metrics: Arc::new(ServicesMetrics::new(lb.clone())),
+            lb,
+        }
+    }
 }
 
 impl Module for ServicesModule {

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use dualstack::Cidr;
 
-use super::{Datapath, DatapathError, BACKEND_MAPS, SERVICE_MAPS, SOURCE_MAPS};
+use super::{Datapath, DatapathError, BACKEND_MAPS, EMPTY_MAPS, SERVICE_MAPS, SOURCE_MAPS};
 use crate::maps::{
     Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbSlot, SOURCE4_FRONTEND_BITS, SOURCE6_FRONTEND_BITS,
 };
@@ -73,6 +73,15 @@ impl Datapath {
         match f.address {
             IpAddr::V4(a) => self.delete::<_, LbSlot>(SERVICE_MAPS[0], Lb4Key::new(a, f.port, proto, scope, slot)),
             IpAddr::V6(a) => self.delete::<_, LbSlot>(SERVICE_MAPS[1], Lb6Key::new(a, f.port, proto, scope, slot)),
+        }
+    }
+
+    /// Forgets a frontend's count of refusals for want of a backend.
+    pub(super) fn remove_empty_count(&mut self, f: &Frontend) -> Result<(), DatapathError> {
+        let (proto, scope) = (f.protocol.number(), f.scope.number());
+        match f.address {
+            IpAddr::V4(a) => self.delete::<_, u64>(EMPTY_MAPS[0], Lb4Key::new(a, f.port, proto, scope, 0)),
+            IpAddr::V6(a) => self.delete::<_, u64>(EMPTY_MAPS[1], Lb6Key::new(a, f.port, proto, scope, 0)),
         }
     }
 

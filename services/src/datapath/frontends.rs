@@ -78,6 +78,7 @@ impl Datapath {
             return Ok(());
         };
         self.remove_slot(frontend, 0)?;
+        self.remove_empty_count(frontend)?;
         for i in 0..old.ids.len() {
             self.remove_slot(frontend, slot_of(i))?;
         }

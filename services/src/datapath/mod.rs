@@ -46,6 +46,8 @@ const BACKEND_MAPS: [&str; 2] = ["nl_lb4_be", "nl_lb6_be"];
 const SOCKET_MAPS: [&str; 4] = ["nl_sock4_rev", "nl_sock6_rev", "nl_lb4_aff", "nl_lb6_aff"];
 const FLOW_MAPS: [&str; 4] = ["nl_ct4_fwd", "nl_ct4_rev", "nl_ct6_fwd", "nl_ct6_rev"];
 const SOURCE_MAPS: [&str; 2] = ["nl_lb4_src", "nl_lb6_src"];
+/// Refusals for want of a backend, per frontend.
+const EMPTY_MAPS: [&str; 2] = ["nl_lb4_empty", "nl_lb6_empty"];
 /// The TC programs and the direction each is attached in.
 const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("netlet_external_in", TcAttachType::Ingress),

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use dualstack::Cidr;
 
-use super::{Applied, Datapath, DatapathError, BACKEND_MAPS, SERVICE_MAPS, SOURCE_MAPS};
+use super::{Applied, Datapath, DatapathError, BACKEND_MAPS, EMPTY_MAPS, SERVICE_MAPS, SOURCE_MAPS};
 use crate::maps::{
     Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbSlot, FLAG_EMPTY_DROPS, PROTO_SCTP, PROTO_TCP,
     PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE4_FRONTEND_BITS, SOURCE6_FRONTEND_BITS,
@@ -109,6 +109,22 @@ impl Datapath {
             })
             .collect();
         out.sort_by_key(|f| f.frontend);
+        Ok(out)
+    }
+
+    /// How many connections and packets each frontend turned away for want
+    /// of a backend (refused, or dropped under externalTrafficPolicy:
+    /// Local), since it was created.
+    pub fn empty_counts(&self) -> Result<Vec<(Frontend, u64)>, DatapathError> {
+        let mut out = Vec::new();
+        let v4: BpfHashMap<&MapData, Lb4Key, u64> = self.typed(EMPTY_MAPS[0])?;
+        for (k, n) in v4.iter().filter_map(Result::ok) {
+            out.extend(frontend_of(IpAddr::from(k.address), k.port, k.proto, k.scope).map(|f| (f, n)));
+        }
+        let v6: BpfHashMap<&MapData, Lb6Key, u64> = self.typed(EMPTY_MAPS[1])?;
+        for (k, n) in v6.iter().filter_map(Result::ok) {
+            out.extend(frontend_of(IpAddr::from(k.address), k.port, k.proto, k.scope).map(|f| (f, n)));
+        }
         Ok(out)
     }
 
