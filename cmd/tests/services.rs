@@ -274,6 +274,42 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
             assert!(pong(&got), "{target} from outside: {got}");
         }
 
+        // The external interface is the one holding the Node's addresses:
+        // when they leave it, so does load balancing from outside (the
+        // NodePort is then a closed port of the node's), and it comes back
+        // with them.
+        let set_addresses = |addresses: Value| {
+            bed.rt.block_on(async {
+                Api::<Node>::all(bed.client().await)
+                    .patch_status(
+                        NODE,
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"status": {"addresses": addresses}})),
+                    )
+                    .await
+                    .unwrap();
+            })
+        };
+        let from_outside = |until: &dyn Fn(&str) -> bool| {
+            testbed::exchange(
+                || {
+                    let mut cmd = outside.command("socat");
+                    cmd.args(["-T", "1", "-", &format!("TCP4:192.0.2.10:{node_port}")]);
+                    cmd
+                },
+                until,
+            )
+        };
+        set_addresses(json!([{"type": "Hostname", "address": NODE}]));
+        let refused = |t: &str| t.contains("refused");
+        let got = from_outside(&refused);
+        assert!(refused(&got), "the Node's addresses left ext0: {got}");
+        set_addresses(json!([
+            {"type": "InternalIP", "address": "192.0.2.10"}, {"type": "InternalIP", "address": "fd00:ffff::1"},
+        ]));
+        let got = from_outside(&pong);
+        assert!(pong(&got), "back on ext0: {got}");
+
         // The metrics count what the maps hold.
         let page = bed
             .rt

@@ -116,6 +116,18 @@ fn outside_clients_reach_node_ports() {
         assert!(got.contains("Connection refused"), "{target}: {got}");
     }
 
+    // Taken off the interface, the NodePort is a closed port of the node's
+    // like any other (nothing listens on 30080 there); put back, it works
+    // again. The pinned links follow.
+    node.run(|| dp.set_devices(&[])).unwrap();
+    assert_eq!(dp.devices(), Vec::<String>::new());
+    let got = ask("TCP4:192.0.2.1:30080", &|t| t.contains("refused") || t.contains("from"));
+    assert!(got.contains("Connection refused"), "detached: {got}");
+    node.run(|| dp.set_devices(&["ext0".to_string()])).unwrap();
+    assert_eq!(dp.devices(), vec!["ext0".to_string()]);
+    let got = ask("TCP4:192.0.2.1:30080", &|t| t.contains("from"));
+    assert_eq!(peer(&got), "192.0.2.100".parse().ok(), "attached again: {got}");
+
     for s in &mut servers {
         let _ = s.kill();
         let _ = s.wait();

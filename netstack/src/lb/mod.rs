@@ -62,15 +62,10 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>, lb: SharedLb) ->
         _ = ctx.cache.wait_synced() => {}
     }
     let c = &ctx.config.services;
+    let mut node_addresses = sync::node_addresses(&ctx.cache);
     let devices = match c.devices.is_empty() {
         false => c.devices.clone(),
-        true => {
-            let addresses = sync::node_addresses(&ctx.cache);
-            devices::holding(&addresses).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot list this node's interfaces; no load balancing from outside");
-                Vec::new()
-            })
-        }
+        true => detected_devices(&node_addresses).await,
     };
     let options = services::DatapathOptions {
         pin_dir: c.pin_dir.clone(),
@@ -124,12 +119,36 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>, lb: SharedLb) ->
         if let Some(ports) = health_ports {
             result = result.and(health.set(ports).await);
         }
+        // Without services.devices, the external interfaces are those
+        // holding the Node's addresses: they follow when the addresses move.
+        let addresses = sync::node_addresses(&ctx.cache);
+        if c.devices.is_empty() && addresses != node_addresses {
+            node_addresses = addresses;
+            let devices = detected_devices(&node_addresses).await;
+            let mut guard = lb.lock().unwrap_or_else(|e| e.into_inner());
+            let (datapath, _) = guard.as_mut().expect("loaded above");
+            if datapath.devices() != devices {
+                tracing::info!(?devices, "the Node's addresses moved; external interfaces follow");
+                result = result.and(datapath.set_devices(&devices).map_err(|e| e.to_string()));
+            }
+        }
         if let Err(e) = &result {
             tracing::warn!(error = %e, "Service datapath update failed; retrying in {RETRY_AFTER:?}");
         }
         behind = result.is_err() || (behind && !caught_up);
         ctx.status.record_reconcile(start.elapsed(), result);
     }
+}
+
+/// The non-loopback interfaces holding `addresses`, sorted; none (with a
+/// warning) when they cannot be listed.
+async fn detected_devices(addresses: &[std::net::IpAddr]) -> Vec<String> {
+    let mut devices = devices::holding(addresses).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot list this node's interfaces; no load balancing from outside");
+        Vec::new()
+    });
+    devices.sort();
+    devices
 }
 
 /// Drops the datapath (its programs stay pinned and attached) when the

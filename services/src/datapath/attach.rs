@@ -56,7 +56,7 @@ impl Datapath {
                 .map_err(|source| DatapathError::Link { name, source })?;
             pin_link(link, &links.join(name))?;
         }
-        for (name, direction) in TC_PROGRAMS {
+        for (name, _) in TC_PROGRAMS {
             let failed = |source| DatapathError::Program { name, source };
             let program: &mut SchedClassifier = tc
                 .program_mut(name)
@@ -64,7 +64,37 @@ impl Datapath {
                 .try_into()
                 .map_err(failed)?;
             program.load().map_err(failed)?;
-            for device in &options.devices {
+        }
+        // Programs of an earlier build are detached now; their maps go.
+        remove_other_versions(&options.pin_dir);
+        let mut datapath = Datapath {
+            ebpf,
+            tc,
+            links,
+            map_entries: options.map_entries,
+            backends: BackendIds::default(),
+            frontends: HashMap::new(),
+        };
+        datapath.set_devices(&options.devices)?;
+        datapath.read_back()?;
+        Ok(datapath)
+    }
+
+    /// Puts the TC programs on exactly `devices`: attaches them where they
+    /// are missing (replacing a previous agent's link without a gap) and
+    /// detaches them from interfaces no longer listed (a changed
+    /// `services.devices`, or a Node whose addresses moved). Interfaces are
+    /// named in the calling thread's network namespace.
+    pub fn set_devices(&mut self, devices: &[String]) -> Result<(), DatapathError> {
+        for (name, direction) in TC_PROGRAMS {
+            let failed = |source| DatapathError::Program { name, source };
+            for device in devices {
+                let program: &mut SchedClassifier = self
+                    .tc
+                    .program_mut(name)
+                    .expect("every program is in tc_external.o")
+                    .try_into()
+                    .map_err(failed)?;
                 // clsact may be there already (ours, or another tool's).
                 let _ = aya::programs::tc::qdisc_add_clsact(device);
                 let id = program
@@ -78,20 +108,43 @@ impl Datapath {
                     .map_err(failed)?
                     .try_into()
                     .map_err(|source| DatapathError::Link { name, source })?;
-                pin_link(link, &links.join(format!("{name}-{device}")))?;
+                pin_link(link, &self.links.join(format!("{name}-{device}")))?;
             }
         }
-        // Programs of an earlier build are detached now; their maps go.
-        remove_other_versions(&options.pin_dir);
-        let mut datapath = Datapath {
-            ebpf,
-            tc,
-            map_entries: options.map_entries,
-            backends: BackendIds::default(),
-            frontends: HashMap::new(),
+        // Unpinning a link is what detaches it: nothing else holds it.
+        for (pin, device) in self.device_pins() {
+            if !devices.contains(&device) {
+                tracing::info!(%device, "detaching Service load balancing from an interface no longer listed");
+                let _ = std::fs::remove_file(pin);
+            }
+        }
+        Ok(())
+    }
+
+    /// The interfaces the TC programs are attached to, by their pins.
+    pub fn devices(&self) -> Vec<String> {
+        let mut devices: Vec<String> = self.device_pins().into_iter().map(|(_, d)| d).collect();
+        devices.sort();
+        devices.dedup();
+        devices
+    }
+
+    /// Each pinned TC link with the interface its name says it is on.
+    fn device_pins(&self) -> Vec<(std::path::PathBuf, String)> {
+        let Ok(entries) = std::fs::read_dir(&self.links) else {
+            return Vec::new();
         };
-        datapath.read_back()?;
-        Ok(datapath)
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let file = e.file_name().to_string_lossy().into_owned();
+                let device = TC_PROGRAMS
+                    .iter()
+                    .find_map(|(name, _)| file.strip_prefix(name)?.strip_prefix('-'))?
+                    .to_string();
+                Some((e.path(), device))
+            })
+            .collect()
     }
 }
 

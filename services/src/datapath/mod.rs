@@ -132,6 +132,8 @@ pub struct Datapath {
     ebpf: Ebpf,
     /// The TC programs (their maps are the same pinned ones).
     tc: Ebpf,
+    /// Where the links are pinned.
+    links: PathBuf,
     map_entries: u32,
     backends: BackendIds,
     frontends: HashMap<Frontend, Applied>,
