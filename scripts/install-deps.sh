@@ -22,7 +22,9 @@ case "${1:-}" in
                  "dnsperf:dnsperf" "/usr/sbin/knotd:knot" "/usr/sbin/unbound:unbound") ;;
   # Tests chain the reference portmap (iptables) and bandwidth plugins after
   # netlet, and run containerd (installed by containerd-bed.sh below).
-  test) needs+=("/usr/lib/cni/portmap:containernetworking-plugins" "iptables-save:iptables") ;;
+  # `netlet install`'s unit file is checked with systemd-analyze verify.
+  test) needs+=("/usr/lib/cni/portmap:containernetworking-plugins" "iptables-save:iptables"
+                "systemd-analyze:systemd") ;;
   "") ;;
   *) echo "install-deps: unknown set $1 (bench or test)" >&2; exit 2 ;;
 esac

@@ -12,9 +12,14 @@ use crate::cli::AgentArgs;
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init();
     let config = args.config.load()?;
+    let notifier = crate::install::notify::Notifier::from_env();
     runtime()?.block_on(async {
         let agent = start(config).await?;
-        let clean = agent.run_until(terminated()).await;
+        let clean = match notifier {
+            // Under systemd (Type=notify): READY=1 once ready, STOPPING=1 on the way out.
+            Some(notifier) => crate::install::notify::run_until(agent, notifier, terminated()).await,
+            None => agent.run_until(terminated()).await,
+        };
         Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
 }

@@ -34,6 +34,10 @@ pub enum Command {
     Version,
     /// Run a one-machine cluster for networking: API stand-in, agent, pods.
     Sandbox(SandboxArgs),
+    /// Install netlet as a systemd service: binary, CNI plugin, unit, default config.
+    Install(crate::install::InstallArgs),
+    /// Remove what `netlet install` placed; --purge also the datapath, the store and the config.
+    Uninstall(crate::install::UninstallArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +115,8 @@ pub fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sandbox(args) => crate::sandbox_cmd::run(args),
+        Command::Install(args) => crate::install::install(args),
+        Command::Uninstall(args) => crate::install::uninstall(args),
     };
     match result {
         Ok(code) => code,

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cni;
 pub mod config_load;
 pub mod dns_cmd;
+pub mod install;
 pub mod ipam_cmd;
 pub mod kube_client;
 pub mod logging;
