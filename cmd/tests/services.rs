@@ -11,10 +11,9 @@ mod common;
 use std::process::{Child, Stdio};
 
 use common::*;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use serde_json::{json, Value};
 use testbed::{Cgroup, Netns};
 
@@ -101,39 +100,19 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
     if !testbed::require_privileges("pods_and_the_node_reach_a_dual_stack_service") {
         return;
     }
-    let node = Netns::new("svn").unwrap();
+    let NodeWithOutside {
+        wire: _wire,
+        outside,
+        node,
+    } = NodeWithOutside::new("svn", "svo");
     let cgroup = Cgroup::new("svc").unwrap();
     let pins = testbed::PinDir::new("svc");
-    // Like a real node, this one has an IPv6 address of its own (see
-    // netstack/tests/wire.rs for what goes wrong with only link-local ones).
-    // The node's external interface, and the world beyond it.
-    let outside = Netns::new("svo").unwrap();
-    let _wire = testbed::veth(Some(&node), "ext0", Some(&outside), "out0").unwrap();
-    for (ns, dev, addresses) in [
-        (&node, "ext0", ["192.0.2.10/24", "fd00:ffff::1/64"]),
-        (&outside, "out0", ["192.0.2.100/24", "fd00:ffff::100/64"]),
-    ] {
-        for address in addresses {
-            assert!(ns
-                .exec(&["ip", "addr", "add", address, "dev", dev, "nodad"])
-                .status
-                .success());
-        }
-    }
     node.run(|| {
         let bed = Bed::new(&["10.130.0.0/28", "fd00:130::/124"]);
         // The Node's addresses: NodePorts are served there, and the
         // interface holding them (ext0) is where traffic from outside comes
         // in, which the agent finds by itself.
-        bed.rt.block_on(async {
-            let status = json!({"status": {"addresses": [
-                {"type": "InternalIP", "address": "192.0.2.10"}, {"type": "InternalIP", "address": "fd00:ffff::1"},
-            ]}});
-            Api::<Node>::all(bed.client().await)
-                .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-                .unwrap();
-        });
+        bed.set_node_addresses(external_addresses());
         let settings = json!({
             "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024},
         });
@@ -278,18 +257,6 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
         // when they leave it, so does load balancing from outside (the
         // NodePort is then a closed port of the node's), and it comes back
         // with them.
-        let set_addresses = |addresses: Value| {
-            bed.rt.block_on(async {
-                Api::<Node>::all(bed.client().await)
-                    .patch_status(
-                        NODE,
-                        &PatchParams::default(),
-                        &Patch::Merge(&json!({"status": {"addresses": addresses}})),
-                    )
-                    .await
-                    .unwrap();
-            })
-        };
         let from_outside = |until: &dyn Fn(&str) -> bool| {
             testbed::exchange(
                 || {
@@ -300,13 +267,11 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
                 until,
             )
         };
-        set_addresses(json!([{"type": "Hostname", "address": NODE}]));
+        bed.set_node_addresses(json!([{"type": "Hostname", "address": NODE}]));
         let refused = |t: &str| t.contains("refused");
         let got = from_outside(&refused);
         assert!(refused(&got), "the Node's addresses left ext0: {got}");
-        set_addresses(json!([
-            {"type": "InternalIP", "address": "192.0.2.10"}, {"type": "InternalIP", "address": "fd00:ffff::1"},
-        ]));
+        bed.set_node_addresses(external_addresses());
         let got = from_outside(&pong);
         assert!(pong(&got), "back on ext0: {got}");
 

@@ -175,6 +175,22 @@ impl Bed {
         })
     }
 
+    /// Sets the Node's addresses (`status.addresses`), e.g. InternalIPs:
+    /// NodePorts are served there, and the interfaces holding them are
+    /// where the agent load-balances traffic from outside.
+    pub fn set_node_addresses(&self, addresses: Value) {
+        self.rt.block_on(async {
+            kube::Api::<Node>::all(self.client().await)
+                .patch_status(
+                    NODE,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&json!({"status": {"addresses": addresses}})),
+                )
+                .await
+                .unwrap();
+        })
+    }
+
     /// The admin socket of this bed's agents.
     pub fn admin_socket(&self) -> PathBuf {
         self.dir.path().join("run/admin.sock")
@@ -274,5 +290,40 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A node namespace with an external interface (`ext0`: 192.0.2.10/24,
+/// fd00:ffff::1/64) wired to an "outside" namespace (`out0`: .100, ::100):
+/// where NodePort traffic from beyond the node comes from. Like a real
+/// node, the node has an IPv6 address of its own (see netstack/tests/wire.rs
+/// for what goes wrong with only link-local ones).
+pub struct NodeWithOutside {
+    /// Keep it bound for the test's length (dropping it removes the pair).
+    pub wire: testbed::VethPair,
+    pub outside: testbed::Netns,
+    pub node: testbed::Netns,
+}
+
+/// The node's external addresses, as `status.addresses` InternalIPs.
+pub fn external_addresses() -> Value {
+    json!([{"type": "InternalIP", "address": "192.0.2.10"}, {"type": "InternalIP", "address": "fd00:ffff::1"}])
+}
+
+impl NodeWithOutside {
+    pub fn new(node_prefix: &str, outside_prefix: &str) -> NodeWithOutside {
+        let node = testbed::Netns::new(node_prefix).unwrap();
+        let outside = testbed::Netns::new(outside_prefix).unwrap();
+        let wire = testbed::veth(Some(&node), "ext0", Some(&outside), "out0").unwrap();
+        for (ns, dev, addresses) in [
+            (&node, "ext0", ["192.0.2.10/24", "fd00:ffff::1/64"]),
+            (&outside, "out0", ["192.0.2.100/24", "fd00:ffff::100/64"]),
+        ] {
+            for address in addresses {
+                let out = ns.exec(&["ip", "addr", "add", address, "dev", dev, "nodad"]);
+                assert!(out.status.success(), "{address} on {dev}");
+            }
+        }
+        NodeWithOutside { node, outside, wire }
     }
 }
