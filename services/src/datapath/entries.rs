@@ -69,19 +69,26 @@ impl Datapath {
     }
 
     pub(super) fn remove_slot(&mut self, f: &Frontend, slot: u16) -> Result<(), DatapathError> {
-        let (proto, scope) = (f.protocol.number(), f.scope.number());
-        match f.address {
-            IpAddr::V4(a) => self.delete::<_, LbSlot>(SERVICE_MAPS[0], Lb4Key::new(a, f.port, proto, scope, slot)),
-            IpAddr::V6(a) => self.delete::<_, LbSlot>(SERVICE_MAPS[1], Lb6Key::new(a, f.port, proto, scope, slot)),
-        }
+        self.delete_frontend_key::<LbSlot>(SERVICE_MAPS, f, slot)
     }
 
     /// Forgets a frontend's count of refusals for want of a backend.
     pub(super) fn remove_empty_count(&mut self, f: &Frontend) -> Result<(), DatapathError> {
+        self.delete_frontend_key::<u64>(EMPTY_MAPS, f, 0)
+    }
+
+    /// Deletes the entry keyed by frontend `f` and `slot` from the map of
+    /// its family among `maps` (IPv4, IPv6), whose values are `V`s.
+    fn delete_frontend_key<V: aya::Pod>(
+        &mut self,
+        maps: [&'static str; 2],
+        f: &Frontend,
+        slot: u16,
+    ) -> Result<(), DatapathError> {
         let (proto, scope) = (f.protocol.number(), f.scope.number());
         match f.address {
-            IpAddr::V4(a) => self.delete::<_, u64>(EMPTY_MAPS[0], Lb4Key::new(a, f.port, proto, scope, 0)),
-            IpAddr::V6(a) => self.delete::<_, u64>(EMPTY_MAPS[1], Lb6Key::new(a, f.port, proto, scope, 0)),
+            IpAddr::V4(a) => self.delete::<_, V>(maps[0], Lb4Key::new(a, f.port, proto, scope, slot)),
+            IpAddr::V6(a) => self.delete::<_, V>(maps[1], Lb6Key::new(a, f.port, proto, scope, slot)),
         }
     }
 
