@@ -129,11 +129,7 @@ fn every_verb_through_the_exec_path() {
     assert!(String::from_utf8_lossy(&table.stdout).contains("default/pod-e"));
 
     // Requests are counted by verb and result.
-    let page = bed
-        .rt
-        .block_on(netstack::admin::client::get(Path::new(&socket), "/metrics"))
-        .unwrap()
-        .body;
+    let page = bed.metrics();
     assert!(
         page.contains("netlet_cni_requests_total{verb=\"ADD\",result=\"ok\"} 5"),
         "{page}"

@@ -243,12 +243,8 @@ fn pods_resolve_services_endpoints_and_outside_names() {
             (Some(true), Some(4)),
             "web, db, ext, kube-dns"
         );
-        let metrics = bed
-            .rt
-            .block_on(netstack::admin::client::get(&bed.admin_socket(), "/metrics"))
-            .unwrap();
+        let metrics = bed.metrics();
         let srv = metrics
-            .body
             .lines()
             .find(|l| l.starts_with("netlet_dns_queries_total{type=\"SRV\"}"))
             .unwrap_or_default();

@@ -276,11 +276,7 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
         assert!(pong(&got), "back on ext0: {got}");
 
         // The metrics count what the maps hold.
-        let page = bed
-            .rt
-            .block_on(netstack::admin::client::get(&bed.admin_socket(), "/metrics"))
-            .unwrap()
-            .body;
+        let page = bed.metrics();
         // web: 3 ports at its ClusterIP, and at the NodePort on the node's
         // address for sockets on the node and for packets from outside.
         assert!(page.contains("netlet_services_frontends{family=\"IPv4\"} 9"), "{page}");
@@ -420,11 +416,7 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
             assert!(refused(&got), "{target}: {got}");
         }
         // Counted against the Service.
-        let metrics = bed
-            .rt
-            .block_on(netstack::admin::client::get(&bed.admin_socket(), "/metrics"))
-            .unwrap()
-            .body;
+        let metrics = bed.metrics();
         let turned_away: f64 = metrics
             .lines()
             .find_map(|l| l.strip_prefix("netlet_services_no_endpoint_total{namespace=\"default\",name=\"web\"} "))

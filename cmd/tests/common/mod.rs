@@ -191,6 +191,14 @@ impl Bed {
         })
     }
 
+    /// The `/metrics` page of this bed's agent.
+    pub fn metrics(&self) -> String {
+        self.rt
+            .block_on(netstack::admin::client::get(&self.admin_socket(), "/metrics"))
+            .unwrap()
+            .body
+    }
+
     /// The admin socket of this bed's agents.
     pub fn admin_socket(&self) -> PathBuf {
         self.dir.path().join("run/admin.sock")
