@@ -93,6 +93,7 @@ async fn serve(
 ) -> Result<(), ModuleError> {
     let forward = forwarder.clone().map(|f| f as Arc<dyn dns::handler::Forward>);
     let handler = Arc::new(Handler::new(zone.clone(), forward, state.metrics.clone()));
+    // TCP acceptors, aborted when this returns; they end only by panicking.
     let mut servers = JoinSet::new();
     let mut udp_servers = Vec::new();
     let mut listen = Vec::new();
@@ -109,14 +110,10 @@ async fn serve(
         listen.push(at);
     }
     tracing::info!(?listen, upstreams = ?forwarder.as_ref().map(|f| f.upstreams()), "cluster DNS serving");
-    if let Some(f) = &forwarder {
-        let f = f.clone();
-        servers.spawn(async move {
-            f.check_loops().await;
-            // Done: this task stays out of the way of the others.
-            std::future::pending().await
-        });
-    }
+    // Stopped with the module if the probes are still waiting on upstreams.
+    let _probes = forwarder
+        .clone()
+        .map(|f| tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move { f.check_loops().await })));
     let _ = state.serving.set(Serving {
         listen,
         zone: zone.clone(),
