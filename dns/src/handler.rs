@@ -34,6 +34,11 @@ impl SharedZone {
         f(&mut self.zone.write().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Reads the zone (for reports: queries read it through the handler).
+    pub fn view<R>(&self, f: impl FnOnce(&ClusterZone) -> R) -> R {
+        f(&self.read())
+    }
+
     /// Marks the zone complete: names in it are answered from now on
     /// instead of SERVFAIL.
     pub fn set_synced(&self) {

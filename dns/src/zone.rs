@@ -284,6 +284,10 @@ impl ClusterZone {
         }
     }
 
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
     /// (namespace, name) of every Service in the zone, lower case.
     pub fn service_keys(&self) -> Vec<(String, String)> {
         self.services

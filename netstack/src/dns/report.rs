@@ -10,6 +10,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use dns::ClusterZone;
+
 use super::DnsState;
 use crate::metrics::{HistogramSnapshot, MetricType, MetricsPage};
 use crate::module::MetricsSource;
@@ -54,7 +56,7 @@ impl DnsState {
         if let Some(s) = self.serving.get() {
             r.listen = s.listen.clone();
             r.zone_synced = s.zone.is_synced();
-            r.zone_services = s.zone.update(|z| z.service_keys().len());
+            r.zone_services = s.zone.view(ClusterZone::service_count);
             if let Some(f) = &s.forwarder {
                 let stats = f.stats();
                 r.upstreams = f.upstreams();
