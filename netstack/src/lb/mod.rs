@@ -105,13 +105,13 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>, lb: SharedLb) ->
         };
         let start = Instant::now();
         // Held for the update only, never across an await.
-        let (applied, health_ports) = {
+        let (applied, health_ports, addresses) = {
             let mut guard = lb.lock().unwrap_or_else(|e| e.into_inner());
             let (datapath, sync) = guard.as_mut().expect("loaded above");
             let applied = sync.apply(&ctx.cache, datapath, &batch);
             let map_full = matches!(applied, Err(services::DatapathError::MapFull { .. }));
             metrics.record(datapath, map_full);
-            (applied, sync.take_health())
+            (applied, sync.take_health(), sync.node_addresses().to_vec())
         };
         // A full pass that succeeds catches up on every earlier failure.
         let caught_up = applied.as_ref().is_ok_and(|full| *full);
@@ -121,7 +121,6 @@ async fn run(ctx: ModuleContext, metrics: Arc<ServicesMetrics>, lb: SharedLb) ->
         }
         // Without services.devices, the external interfaces are those
         // holding the Node's addresses: they follow when the addresses move.
-        let addresses = sync::node_addresses(&ctx.cache);
         if c.devices.is_empty() && addresses != node_addresses {
             node_addresses = addresses;
             let devices = detected_devices(&node_addresses).await;

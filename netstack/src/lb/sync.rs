@@ -122,6 +122,11 @@ impl ServiceSync {
         Ok(())
     }
 
+    /// The Node's addresses as the last `apply` saw them.
+    pub fn node_addresses(&self) -> &[IpAddr] {
+        &self.node_addresses
+    }
+
     /// Which Service each frontend in the datapath belongs to.
     pub fn owners(&self) -> HashMap<Frontend, ObjectKey> {
         self.owned
