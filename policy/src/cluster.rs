@@ -1,6 +1,7 @@
 //! The compiler's input: a snapshot of the shared cache, in plain
 //! Kubernetes types so that this crate does not depend on the cache.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -17,13 +18,22 @@ use crate::selector::Labels;
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// All pods, namespaces and NetworkPolicies of the cluster (not only this
-/// node's: peers can be anywhere).
-#[derive(Debug, Clone, Copy)]
-pub struct ClusterState<'a> {
-    pub pods: &'a [Pod],
+/// node's: peers can be anywhere). Pods may be given as shared pointers
+/// (`Arc<Pod>`, as a watch cache holds them), which saves copying them.
+#[derive(Debug)]
+pub struct ClusterState<'a, P = Pod> {
+    pub pods: &'a [P],
     pub namespaces: &'a [Namespace],
     pub policies: &'a [NetworkPolicy],
 }
+
+impl<P> Clone for ClusterState<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P> Copy for ClusterState<'_, P> {}
 
 /// A pod as policies see it.
 #[derive(Debug, Clone)]
@@ -34,7 +44,7 @@ pub(crate) struct PodView<'a> {
     pub ips: Vec<IpAddr>,
 }
 
-impl<'a> ClusterState<'a> {
+impl<'a, P: Borrow<Pod>> ClusterState<'a, P> {
     /// The pods policies apply to, sorted by name. Host-network pods are
     /// left out (NetworkPolicy does not apply to them; their node address
     /// is reachable only through ipBlock), and so are finished pods, whose
@@ -43,6 +53,7 @@ impl<'a> ClusterState<'a> {
         let mut views: Vec<PodView> = self
             .pods
             .iter()
+            .map(Borrow::borrow)
             .filter(|pod| is_selectable(pod))
             .map(pod_view)
             .collect();

@@ -21,7 +21,11 @@ use crate::validate::{validate, ValidatedPolicy};
 /// Compiles every policy for the pods `is_local` accepts (typically those
 /// whose `spec.nodeName` is this node). `previous` is the identity table of
 /// the last compilation (or the default one), so identities stay stable.
-pub fn compile(cluster: &ClusterState, is_local: impl Fn(&Pod) -> bool, previous: &IdentityTable) -> Compiled {
+pub fn compile<P: std::borrow::Borrow<Pod>>(
+    cluster: &ClusterState<P>,
+    is_local: impl Fn(&Pod) -> bool,
+    previous: &IdentityTable,
+) -> Compiled {
     let namespace_labels = cluster.namespace_labels();
     let views = cluster.pod_views();
     let identities = IdentityTable::allocate(previous, views.iter().map(|v| v.key.clone()).collect());

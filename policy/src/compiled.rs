@@ -168,7 +168,7 @@ pub struct PodEndpoint {
 }
 
 /// Everything compiled from one snapshot of pods, namespaces and policies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Compiled {
     /// Identity of every distinct (namespace, labels, named ports).
     pub identities: IdentityTable,
