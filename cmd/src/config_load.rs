@@ -91,6 +91,7 @@ impl ConfigFlags {
             },
             services: Default::default(),
             dns: Default::default(),
+            policy: Default::default(),
             shutdown_grace_seconds: None,
         }
     }

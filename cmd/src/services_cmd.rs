@@ -1,5 +1,6 @@
 //! `netlet services`: each Service's frontends and backends as the BPF
-//! maps hold them (read back from the kernel by the agent).
+//! maps hold them (read back from the kernel by the agent), then the
+//! LoadBalancer IPs netlet allocated and why a Service lacks one.
 
 use std::process::ExitCode;
 
@@ -14,7 +15,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         query(&args, "/v1/services").context("is the agent running with services.enabled: true?")?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Output::Table => print!("{}", render(&report)),
+        Output::Table => print!("{}{}", render(&report), render_load_balancers(&report)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -70,4 +71,54 @@ fn render(report: &[ServiceReport]) -> String {
             )
         })
         .collect()
+}
+
+/// One line per Service with LoadBalancer IPs from netlet's pool, or a
+/// request for them it cannot have (each problem on a line of its own);
+/// nothing when there are none.
+fn render_load_balancers(report: &[ServiceReport]) -> String {
+    let mut rows = Vec::new();
+    for s in report
+        .iter()
+        .filter(|s| !s.load_balancer_ips.is_empty() || !s.load_balancer_errors.is_empty())
+    {
+        let ips: Vec<String> = s
+            .load_balancer_ips
+            .iter()
+            .map(|ip| match ip.announced {
+                true => format!("{} (announced)", ip.ip),
+                false => format!("{} (not yet announced)", ip.ip),
+            })
+            .collect();
+        let ips = match ips.is_empty() {
+            true => "none".to_string(),
+            false => ips.join(", "),
+        };
+        let service = format!("{}/{}", s.namespace, s.name);
+        match s.load_balancer_errors.split_first() {
+            None => rows.push([service, ips, String::new()]),
+            Some((first, rest)) => {
+                rows.push([service, ips, first.clone()]);
+                rows.extend(rest.iter().map(|e| [String::new(), String::new(), e.clone()]));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    rows.insert(
+        0,
+        [
+            "SERVICE".to_string(),
+            "LOADBALANCER IPS".to_string(),
+            "PROBLEM".to_string(),
+        ],
+    );
+    let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r[1].len()).max().unwrap_or(0);
+    let lines: String = rows
+        .iter()
+        .map(|r| format!("{:w0$}  {:w1$}  {}", r[0], r[1], r[2]).trim_end().to_string() + "\n")
+        .collect();
+    format!("\n{lines}")
 }

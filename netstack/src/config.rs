@@ -49,7 +49,25 @@ pub struct RawConfig {
     pub services: RawServicesConfig,
     #[serde(default)]
     pub dns: RawDnsConfig,
+    #[serde(default)]
+    pub policy: RawPolicyConfig,
     pub shutdown_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawPolicyConfig {
+    /// Enforce NetworkPolicy at every pod's host-side veth. Makes the cache
+    /// watch the Pods of the whole cluster: policies select peers anywhere.
+    pub enabled: Option<bool>,
+    /// Directory on the bpf filesystem for the policy maps and links.
+    pub pin_dir: Option<PathBuf>,
+    /// Entries of the allow-rule map (local identity x peer x port prefix).
+    pub rule_entries: Option<u32>,
+    /// Entries of the address map (pod IPs and ipBlock prefixes).
+    pub ipcache_entries: Option<u32>,
+    /// Flows the connection-tracking map holds (least recently used go).
+    pub ct_entries: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +107,10 @@ pub struct RawServicesConfig {
     /// NodePorts, externalIPs and LoadBalancer IPs is load-balanced;
     /// default: those holding the Node's InternalIP and ExternalIP.
     pub devices: Option<Vec<String>>,
+    /// Addresses (CIDRs, `first-last` ranges or single IPs, both families)
+    /// that LoadBalancer Services without a loadBalancerClass get their
+    /// IPs from, announced on `devices`; empty: none allocated.
+    pub load_balancer_pools: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,7 +162,18 @@ pub struct Config {
     pub cni: CniConfig,
     pub services: ServicesConfig,
     pub dns: DnsConfig,
+    pub policy: PolicyConfig,
     pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyConfig {
+    pub enabled: bool,
+    pub pin_dir: PathBuf,
+    pub rule_entries: u32,
+    pub ipcache_entries: u32,
+    pub ct_entries: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -174,6 +207,8 @@ pub struct ServicesConfig {
     pub pin_dir: PathBuf,
     pub map_entries: u32,
     pub devices: Vec<String>,
+    #[serde(serialize_with = "display")]
+    pub load_balancer_pools: services::lb_ips::Pool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -258,6 +293,7 @@ impl RawConfig {
                 pin_dir: over.services.pin_dir.or(self.services.pin_dir),
                 map_entries: over.services.map_entries.or(self.services.map_entries),
                 devices: over.services.devices.or(self.services.devices),
+                load_balancer_pools: over.services.load_balancer_pools.or(self.services.load_balancer_pools),
             },
             dns: RawDnsConfig {
                 enabled: over.dns.enabled.or(self.dns.enabled),
@@ -268,6 +304,13 @@ impl RawConfig {
                 upstreams: over.dns.upstreams.or(self.dns.upstreams),
                 resolv_conf: over.dns.resolv_conf.or(self.dns.resolv_conf),
                 cache_entries: over.dns.cache_entries.or(self.dns.cache_entries),
+            },
+            policy: RawPolicyConfig {
+                enabled: over.policy.enabled.or(self.policy.enabled),
+                pin_dir: over.policy.pin_dir.or(self.policy.pin_dir),
+                rule_entries: over.policy.rule_entries.or(self.policy.rule_entries),
+                ipcache_entries: over.policy.ipcache_entries.or(self.policy.ipcache_entries),
+                ct_entries: over.policy.ct_entries.or(self.policy.ct_entries),
             },
             shutdown_grace_seconds: over.shutdown_grace_seconds.or(self.shutdown_grace_seconds),
         }
@@ -349,8 +392,9 @@ impl RawConfig {
             }
         }
         let cni = self.cni.validate()?;
-        let services = self.services.validate()?;
+        let services = self.services.validate(&[&cluster_cidr, &service_cidr])?;
         let dns = self.dns.validate()?;
+        let policy = self.policy.validate()?;
         Ok(Config {
             node_name,
             kubeconfig: self.kubeconfig,
@@ -371,6 +415,7 @@ impl RawConfig {
             cni,
             services,
             dns,
+            policy,
             shutdown_grace_seconds: self.shutdown_grace_seconds.unwrap_or(10),
         })
     }
@@ -380,7 +425,9 @@ impl RawConfig {
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/netlet";
 
 impl RawServicesConfig {
-    fn validate(self) -> Result<ServicesConfig, ConfigError> {
+    /// `cluster_ranges`: the pod and Service CIDRs, which LoadBalancer IPs
+    /// must stay out of.
+    fn validate(self, cluster_ranges: &[&DualStackCidrs]) -> Result<ServicesConfig, ConfigError> {
         let map_entries = self.map_entries.unwrap_or(65536);
         if !(16..=1 << 24).contains(&map_entries) {
             return Err(bad(
@@ -396,12 +443,50 @@ impl RawServicesConfig {
         {
             return Err(bad("services.devices", d, "not a network interface name"));
         }
+        let pools = self.load_balancer_pools.unwrap_or_default();
+        let field = "services.loadBalancerPools";
+        let load_balancer_pools = services::lb_ips::Pool::parse(&pools).map_err(|e| bad(field, pools.join(","), e))?;
+        let enabled = self.enabled.unwrap_or(false);
+        if !enabled && !load_balancer_pools.is_empty() {
+            let problem = "needs services.enabled: true (the Services module allocates and announces them)";
+            return Err(bad(field, &load_balancer_pools, problem));
+        }
+        for range in load_balancer_pools.ranges() {
+            if let Some(cidr) = cluster_ranges
+                .iter()
+                .flat_map(|c| c.iter())
+                .find(|c| range.overlaps_cidr(c))
+            {
+                return Err(bad(field, range, format!("overlaps {cidr}, a pod or Service range")));
+            }
+        }
         Ok(ServicesConfig {
-            enabled: self.enabled.unwrap_or(false),
+            enabled,
             cgroup: self.cgroup.unwrap_or_else(default_cgroup),
             pin_dir: self.pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
             map_entries,
             devices,
+            load_balancer_pools,
+        })
+    }
+}
+
+impl RawPolicyConfig {
+    fn validate(self) -> Result<PolicyConfig, ConfigError> {
+        let entries = |field: &'static str, value: Option<u32>, default: u32| {
+            let n = value.unwrap_or(default);
+            if (16..=1 << 24).contains(&n) {
+                Ok(n)
+            } else {
+                Err(bad(field, n, "must be between 16 and 16777216"))
+            }
+        };
+        Ok(PolicyConfig {
+            enabled: self.enabled.unwrap_or(false),
+            pin_dir: (self.pin_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR).join("policy")),
+            rule_entries: entries("policy.ruleEntries", self.rule_entries, 65536)?,
+            ipcache_entries: entries("policy.ipcacheEntries", self.ipcache_entries, 65536)?,
+            ct_entries: entries("policy.ctEntries", self.ct_entries, 262144)?,
         })
     }
 }
@@ -684,5 +769,38 @@ mod tests {
     fn unknown_fields_are_refused() {
         let err = serde_json::from_str::<RawConfig>(r#"{"clusterCidr":"10.0.0.0/8"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `clusterCidr`"), "{err}");
+    }
+
+    #[test]
+    fn load_balancer_pools_are_off_by_default_and_checked() {
+        let off = RawConfig::default().validate("n").unwrap();
+        assert!(off.services.load_balancer_pools.is_empty());
+        let c =
+            raw(r#"{"services":{"enabled":true,"loadBalancerPools":["192.0.2.0/28","fd00:ffff::10-fd00:ffff::1f"]}}"#)
+                .validate("n")
+                .unwrap();
+        assert_eq!(
+            c.services.load_balancer_pools.to_string(),
+            "192.0.2.0/28,fd00:ffff::10-fd00:ffff::1f"
+        );
+        for (input, want) in [
+            (r#"["192.0.2.0/28","192.0.2.8"]"#, "192.0.2.0/28 and 192.0.2.8 overlap"),
+            (r#"["192.0.2.9-192.0.2.1"]"#, "ends before it starts"),
+            (r#"["10.43.0.0/24"]"#, "overlaps 10.43.0.0/16, a pod or Service range"),
+        ] {
+            let err = raw(&format!(
+                r#"{{"services":{{"enabled":true,"loadBalancerPools":{input}}}}}"#
+            ))
+            .validate("n")
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("services.loadBalancerPools") && err.contains(want),
+                "{input}: {err}"
+            );
+        }
+        let disabled = raw(r#"{"services":{"loadBalancerPools":["192.0.2.0/28"]}}"#).validate("n");
+        let err = disabled.unwrap_err().to_string();
+        assert!(err.contains("needs services.enabled: true"), "{err}");
     }
 }

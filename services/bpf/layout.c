@@ -35,5 +35,8 @@ int main(void)
 	FIELD(ct6_key, proto);
 	SIZE(ct4_value); FIELD(ct4_value, address); FIELD(ct4_value, port);
 	SIZE(ct6_value); FIELD(ct6_value, address); FIELD(ct6_value, port);
+	SIZE(lb4_announce_key); FIELD(lb4_announce_key, address);
+	SIZE(lb6_announce_key); FIELD(lb6_announce_key, address);
+	SIZE(lb_device); FIELD(lb_device, mac);
 	return 0;
 }

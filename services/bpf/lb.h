@@ -175,4 +175,24 @@ struct ct6_value {
 	__u8 pad[2];
 };
 
+/* LoadBalancer IPs this node answers ARP requests (IPv4) and Neighbor
+ * Solicitations (IPv6) for on its external interfaces, so that the link
+ * delivers their traffic here: keys of nl_lb4_ann / nl_lb6_ann, whose
+ * values count the answers given (__u64). */
+struct lb4_announce_key {
+	__be32 address;
+};
+
+struct lb6_announce_key {
+	__u8 address[16];
+};
+
+/* An external interface, by ifindex (key of nl_lb_dev): the MAC the
+ * answers carry. A broadcast or multicast request does not say it, so
+ * the agent writes it when it attaches to the interface. */
+struct lb_device {
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
 #endif

@@ -142,6 +142,32 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nl_lb6_empty SEC(".maps");
 
+/* LoadBalancer IPs announced on the external interfaces (lb.h), and the
+ * interfaces' MACs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_announce_key);
+	__type(value, __u64);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nl_lb4_ann SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb6_announce_key);
+	__type(value, __u64);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nl_lb6_ann SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb_device);
+	__uint(max_entries, 256);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nl_lb_dev SEC(".maps");
+
 /* Counts one connection or packet refused (or dropped) at the frontend
  * `key` for want of a backend. The first one of a frontend may race
  * another CPU's and go uncounted: these are statistics. */

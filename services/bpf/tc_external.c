@@ -6,7 +6,9 @@
  * a flow on the backend its first packet chose. The client's address is
  * kept, so backends see who connected. A Service without endpoints
  * refuses as a closed port would: TCP with a reset, UDP with ICMP port
- * unreachable. */
+ * unreachable. The node's LoadBalancer IPs are announced on the link
+ * (announce.h): ARP requests and Neighbor Solicitations for them are
+ * answered on the way in. */
 #include <stddef.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -20,6 +22,8 @@
 #include <bpf/bpf_helpers.h>
 #include "lb.h"
 #include "maps.h"
+#include "csum.h"
+#include "announce.h"
 
 #define IP4_OFF ETH_HLEN
 #define IP6_OFF ETH_HLEN
@@ -248,17 +252,6 @@ static __always_inline int track6(const struct ct6_key *key, struct ct6_value *t
 	return TRACKED;
 }
 
-/* Ones' complement sum of `len` bytes at `p` (a multiple of 4), folded. */
-static __always_inline __u16 csum(void *p, __u32 len, __u32 seed)
-{
-	__s64 sum = bpf_csum_diff(0, 0, p, len, seed);
-	__u32 s = (__u32)sum;
-
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return ~s;
-}
-
 /* Turns a SYN to a frontend without endpoints into the RST that refuses
  * it and sends that back out of the interface it came in on; anything
  * else to such a frontend is dropped. */
@@ -366,19 +359,7 @@ static __always_inline int reset6(struct __sk_buff *skb)
 	ip->payload_len = bpf_htons(sizeof(struct tcphdr));
 	ip->hop_limit = 64;
 	make_rst(tcp, &reply);
-	struct {
-		struct in6_addr saddr;
-		struct in6_addr daddr;
-		__be32 len;
-		__u8 zero[3];
-		__u8 proto;
-	} pseudo;
-	__builtin_memset(&pseudo, 0, sizeof(pseudo));
-	pseudo.saddr = ip->saddr;
-	pseudo.daddr = ip->daddr;
-	pseudo.len = bpf_htonl(sizeof(struct tcphdr));
-	pseudo.proto = IPPROTO_TCP;
-	__u32 seed = (__u32)bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+	__u32 seed = pseudo6_seed(&ip->saddr, &ip->daddr, sizeof(struct tcphdr), IPPROTO_TCP);
 	tcp->check = csum(tcp, sizeof(struct tcphdr), seed);
 	return bpf_redirect(skb->ifindex, 0);
 }
@@ -465,19 +446,7 @@ static __always_inline int unreachable6(struct __sk_buff *skb)
 	__builtin_memset(icmp, 0, 8);
 	icmp[0] = 1; /* destination unreachable */
 	icmp[1] = 4; /* port unreachable */
-	struct {
-		struct in6_addr saddr;
-		struct in6_addr daddr;
-		__be32 len;
-		__u8 zero[3];
-		__u8 proto;
-	} pseudo;
-	__builtin_memset(&pseudo, 0, sizeof(pseudo));
-	pseudo.saddr = ip->saddr;
-	pseudo.daddr = ip->daddr;
-	pseudo.len = bpf_htonl(8 + QUOTE6);
-	pseudo.proto = IPPROTO_ICMPV6;
-	__u32 seed = (__u32)bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+	__u32 seed = pseudo6_seed(&ip->saddr, &ip->daddr, 8 + QUOTE6, IPPROTO_ICMPV6);
 	seed = (__u32)bpf_csum_diff(0, 0, (__be32 *)quoted, QUOTE6, seed);
 	__u16 sum = csum(icmp, 8, seed);
 	__builtin_memcpy(icmp + 2, &sum, sizeof(sum));
@@ -490,6 +459,8 @@ int netlet_external_in(struct __sk_buff *skb)
 {
 	int type = ether_type(skb);
 
+	if (type == ETH_P_ARP)
+		return answer_arp(skb);
 	if (type == ETH_P_IP) {
 		struct ct4_key key;
 		struct ct4_value to, *known;
@@ -513,8 +484,9 @@ int netlet_external_in(struct __sk_buff *skb)
 		struct ct6_key key;
 		struct ct6_value to, *known;
 
+		/* Not TCP or UDP: maybe a Neighbor Solicitation to answer. */
 		if (!flow6(skb, &key))
-			return TC_ACT_OK;
+			return answer_solicitation(skb);
 		known = bpf_map_lookup_elem(&nl_ct6_fwd, &key);
 		if (known) {
 			to = *known;

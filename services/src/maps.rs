@@ -200,6 +200,28 @@ pub struct Ct6Value {
     pub pad: [u8; 2],
 }
 
+/// A LoadBalancer IP answered for on the external interfaces (the value
+/// counts the answers, a `u64`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb4AnnounceKey {
+    pub address: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb6AnnounceKey {
+    pub address: [u8; 16],
+}
+
+/// An external interface (keyed by ifindex): the MAC its answers carry.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LbDevice {
+    pub mac: [u8; 6],
+    pub pad: [u8; 2],
+}
+
 // SAFETY: plain old data: repr(C), every bit pattern valid, padding explicit.
 unsafe impl aya::Pod for Lb4Key {}
 unsafe impl aya::Pod for Lb6Key {}
@@ -219,6 +241,9 @@ unsafe impl aya::Pod for Sock4Key {}
 unsafe impl aya::Pod for Sock4Frontend {}
 unsafe impl aya::Pod for Sock6Key {}
 unsafe impl aya::Pod for Sock6Frontend {}
+unsafe impl aya::Pod for Lb4AnnounceKey {}
+unsafe impl aya::Pod for Lb6AnnounceKey {}
+unsafe impl aya::Pod for LbDevice {}
 
 impl Lb4Key {
     pub fn new(address: Ipv4Addr, port: u16, proto: u8, scope: u8, slot: u16) -> Lb4Key {
@@ -299,6 +324,9 @@ mod tests {
             layout!("ct6_key", Ct6Key, [saddr, daddr, sport, dport, proto]),
             layout!("ct4_value", Ct4Value, [address, port]),
             layout!("ct6_value", Ct6Value, [address, port]),
+            layout!("lb4_announce_key", Lb4AnnounceKey, [address]),
+            layout!("lb6_announce_key", Lb6AnnounceKey, [address]),
+            layout!("lb_device", LbDevice, [mac]),
         ]
         .concat();
         let c: Vec<(String, usize)> = C_LAYOUT

@@ -1,10 +1,13 @@
 //! What the Services datapath holds, and how often a map ran out of room:
 //! frontends per family, backends, map capacity, and map-full failures
-//! (which also leave the module degraded with the map's name in status).
+//! (which also leave the module degraded with the map's name in status);
+//! LoadBalancer IPs allocated from the pool, and the Services' requests
+//! for them that cannot be met (by reason).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::lb_ips::SharedLbIps;
 use super::report::SharedLb;
 
 use crate::metrics::{MetricType, MetricsPage};
@@ -14,6 +17,7 @@ use crate::module::MetricsSource;
 pub struct ServicesMetrics {
     /// Read at scrape time for the per-Service no-endpoint counts.
     lb: SharedLb,
+    lb_ips: SharedLbIps,
     frontends_v4: AtomicU64,
     frontends_v6: AtomicU64,
     backends: AtomicU64,
@@ -22,10 +26,54 @@ pub struct ServicesMetrics {
 }
 
 impl ServicesMetrics {
-    pub fn new(lb: SharedLb) -> ServicesMetrics {
+    pub fn new(lb: SharedLb, lb_ips: SharedLbIps) -> ServicesMetrics {
         ServicesMetrics {
             lb,
+            lb_ips,
             ..Default::default()
+        }
+    }
+
+    /// The LoadBalancer IP series, from the last pass's snapshot.
+    fn render_lb_ips(&self, page: &mut MetricsPage) {
+        let snapshot = self.lb_ips.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        page.family(
+            "netlet_services_load_balancer_ips",
+            "LoadBalancer IPs allocated from services.loadBalancerPools.",
+            MetricType::Gauge,
+        );
+        for (family, allocated, _) in &snapshot.usage {
+            page.sample(
+                "netlet_services_load_balancer_ips",
+                &[("family", family.as_k8s())],
+                *allocated as f64,
+            );
+        }
+        page.family(
+            "netlet_services_load_balancer_pool_size",
+            "Addresses in services.loadBalancerPools.",
+            MetricType::Gauge,
+        );
+        for (family, _, size) in &snapshot.usage {
+            page.sample(
+                "netlet_services_load_balancer_pool_size",
+                &[("family", family.as_k8s())],
+                *size as f64,
+            );
+        }
+        page.family(
+            "netlet_services_load_balancer_errors",
+            "LoadBalancer IPs that Services should have and do not, by reason (netlet services says which and why).",
+            MetricType::Gauge,
+        );
+        for reason in services::lb_ips::Conflict::REASONS {
+            let n = snapshot
+                .services
+                .values()
+                .flat_map(|(_, conflicts)| conflicts)
+                .filter(|c| c.reason() == reason)
+                .count();
+            page.sample("netlet_services_load_balancer_errors", &[("reason", reason)], n as f64);
         }
     }
 
@@ -114,5 +162,6 @@ impl MetricsSource for ServicesMetrics {
                 n as f64,
             );
         }
+        self.render_lb_ips(page);
     }
 }

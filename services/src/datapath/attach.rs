@@ -10,8 +10,8 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier};
 use aya::EbpfLoader;
 
 use super::{
-    io, BackendIds, Datapath, DatapathError, DatapathOptions, BACKEND_MAPS, BPF_FS_MAGIC, FLOW_MAPS, MAPS_VERSION,
-    PROGRAMS, SERVICE_MAPS, SOCKET_MAPS, SOCK_OBJECT, SOURCE_MAPS, TC_OBJECT, TC_PROGRAMS,
+    io, BackendIds, Datapath, DatapathError, DatapathOptions, ANNOUNCE_MAPS, BACKEND_MAPS, BPF_FS_MAGIC, FLOW_MAPS,
+    MAPS_VERSION, PROGRAMS, SERVICE_MAPS, SOCKET_MAPS, SOCK_OBJECT, SOURCE_MAPS, TC_OBJECT, TC_PROGRAMS,
 };
 
 impl Datapath {
@@ -32,6 +32,7 @@ impl Datapath {
             .chain(&SOCKET_MAPS)
             .chain(&FLOW_MAPS)
             .chain(&SOURCE_MAPS)
+            .chain(&ANNOUNCE_MAPS)
         {
             loader.map_max_entries(map, options.map_entries);
         }
@@ -74,6 +75,7 @@ impl Datapath {
             map_entries: options.map_entries,
             backends: BackendIds::default(),
             frontends: HashMap::new(),
+            announced: Default::default(),
         };
         datapath.set_devices(&options.devices)?;
         datapath.read_back()?;
@@ -83,7 +85,8 @@ impl Datapath {
     /// Puts the TC programs on exactly `devices`: attaches them where they
     /// are missing (replacing a previous agent's link without a gap) and
     /// detaches them from interfaces no longer listed (a changed
-    /// `services.devices`, or a Node whose addresses moved). Interfaces are
+    /// `services.devices`, or a Node whose addresses moved); and records
+    /// their MACs, which answers for LoadBalancer IPs carry. Interfaces are
     /// named in the calling thread's network namespace.
     pub fn set_devices(&mut self, devices: &[String]) -> Result<(), DatapathError> {
         for (name, direction) in TC_PROGRAMS {
@@ -118,7 +121,7 @@ impl Datapath {
                 let _ = std::fs::remove_file(pin);
             }
         }
-        Ok(())
+        self.set_device_macs(devices)
     }
 
     /// The interfaces the TC programs are attached to, by their pins.

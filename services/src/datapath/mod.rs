@@ -6,7 +6,8 @@
 //! exits leaves load balancing running, and the next one takes over the
 //! same maps: it reads back what is there before changing anything.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::MapError;
@@ -16,6 +17,7 @@ use dualstack::Cidr;
 
 use crate::plan::{Backend, Frontend};
 
+mod announce;
 mod attach;
 mod entries;
 mod frontends;
@@ -48,11 +50,18 @@ const FLOW_MAPS: [&str; 4] = ["nl_ct4_fwd", "nl_ct4_rev", "nl_ct6_fwd", "nl_ct6_
 const SOURCE_MAPS: [&str; 2] = ["nl_lb4_src", "nl_lb6_src"];
 /// Refusals for want of a backend, per frontend.
 const EMPTY_MAPS: [&str; 2] = ["nl_lb4_empty", "nl_lb6_empty"];
+/// LoadBalancer IPs answered for on the external interfaces.
+const ANNOUNCE_MAPS: [&str; 2] = ["nl_lb4_ann", "nl_lb6_ann"];
+/// The external interfaces' MACs, by ifindex.
+const DEVICE_MAP: &str = "nl_lb_dev";
 /// The TC programs and the direction each is attached in.
 const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("netlet_external_in", TcAttachType::Ingress),
     ("netlet_external_out", TcAttachType::Egress),
 ];
+
+/// Where `ifindex` is in `struct __sk_buff` (linux/bpf.h): after ten u32s.
+const SKB_IFINDEX_OFFSET: usize = 40;
 
 /// statfs f_type of a bpf filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -137,6 +146,8 @@ pub struct Datapath {
     map_entries: u32,
     backends: BackendIds,
     frontends: HashMap<Frontend, Applied>,
+    /// The LoadBalancer IPs in the announce maps.
+    announced: BTreeSet<IpAddr>,
 }
 
 /// What the maps hold for one frontend.
@@ -161,6 +172,13 @@ impl Datapath {
     /// sending anything: for tests and diagnostics. Returns the program's
     /// verdict (`TC_ACT_*`) and the packet as it left the program.
     pub fn run_external(&self, inbound: bool, packet: &[u8]) -> Result<(u32, Vec<u8>), DatapathError> {
+        self.run_external_on(0, inbound, packet)
+    }
+
+    /// [`Datapath::run_external`] as if the packet came in on (or went out
+    /// of) the interface with index `ifindex`, which must exist in the
+    /// calling thread's network namespace (0: loopback).
+    pub fn run_external_on(&self, ifindex: u32, inbound: bool, packet: &[u8]) -> Result<(u32, Vec<u8>), DatapathError> {
         let name = TC_PROGRAMS[usize::from(!inbound)].0;
         let program: &SchedClassifier = self
             .tc
@@ -169,8 +187,13 @@ impl Datapath {
             .try_into()
             .map_err(|source| DatapathError::Program { name, source })?;
         let mut out = vec![0u8; packet.len() + 256];
+        // The start of a `struct __sk_buff` up to its ifindex, the one
+        // field set; the kernel zeroes the rest.
+        let mut context = [0u8; SKB_IFINDEX_OFFSET + 4];
+        context[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
         let mut options = TestRunOptions::new();
         options.data_in = Some(packet);
+        options.ctx_in = (ifindex != 0).then_some(&context[..]);
         options.data_out = Some(&mut out);
         let result = program
             .test_run(options)

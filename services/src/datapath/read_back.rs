@@ -51,6 +51,7 @@ impl Datapath {
             );
         }
         self.read_back_ranges()?;
+        self.read_back_announced()?;
         self.backends.next = backends.keys().copied().max().unwrap_or(0);
         // Backends no frontend uses are leftovers of an interrupted update.
         for (id, b) in backends {
