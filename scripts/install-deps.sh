@@ -17,9 +17,10 @@ needs=(
 case "${1:-}" in
   # Benchmarks compare against the reference CNI plugins, against
   # kube-proxy's iptables rules, and (cluster DNS, under dnsperf) against
-  # knot and unbound.
+  # knot and unbound; pod-to-pod throughput is measured with iperf3.
   bench) needs+=("/usr/lib/cni/bridge:containernetworking-plugins" "iptables-save:iptables"
-                 "dnsperf:dnsperf" "/usr/sbin/knotd:knot" "/usr/sbin/unbound:unbound") ;;
+                 "dnsperf:dnsperf" "/usr/sbin/knotd:knot" "/usr/sbin/unbound:unbound"
+                 "iperf3:iperf3") ;;
   # Tests chain the reference portmap (iptables) and bandwidth plugins after
   # netlet, and run containerd (installed by containerd-bed.sh below).
   # `netlet install`'s unit file is checked with systemd-analyze verify.

@@ -46,12 +46,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningAgent> {
 /// The agent with every module this build has. `plugin_binary` is the
 /// netlet binary to install as the CNI plugin, if the agent should.
 pub fn agent(config: Config, client: kube::Client, plugin_binary: Option<PathBuf>) -> Agent {
-    let cni = match plugin_binary {
+    let mut cni = match plugin_binary {
         Some(binary) => netstack::cni::CniModule::installing(binary),
         None => netstack::cni::CniModule::default(),
     };
-    let (services, dns) = (config.services.enabled, config.dns.enabled);
+    let (services, dns, policy) = (config.services.enabled, config.dns.enabled, config.policy.enabled);
+    let policy = policy.then(netstack::policy::PolicyModule::default);
+    if let Some(policy) = &policy {
+        cni = cni.with_hook(policy.interface_hook());
+    }
     let mut agent = Agent::new(config, client).with_module(Box::new(cni));
+    if let Some(policy) = policy {
+        agent = agent.with_module(Box::new(policy));
+    }
     if services {
         agent = agent.with_module(Box::<netstack::lb::ServicesModule>::default());
     }

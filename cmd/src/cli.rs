@@ -30,6 +30,8 @@ pub enum Command {
     Services(QueryArgs),
     /// Cluster DNS: the server's state, or ask it a question.
     Dns(DnsArgs),
+    /// NetworkPolicy: what is enforced, why a flow is allowed or denied, what was dropped.
+    Policy(PolicyArgs),
     /// Print version information.
     Version,
     /// Run a one-machine cluster for networking: API stand-in, agent, pods.
@@ -90,6 +92,43 @@ pub enum DnsCommand {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Each pod's isolation and rules, counters, and invalid policies.
+    Status(QueryArgs),
+    /// Explain the verdict on one flow: the policies that isolate, allow or deny it.
+    Trace {
+        /// NAMESPACE/POD or an IP address.
+        #[arg(long)]
+        from: String,
+        /// NAMESPACE/POD or an IP address.
+        #[arg(long)]
+        to: String,
+        /// Destination port and protocol, e.g. 80/TCP.
+        #[arg(long)]
+        port: String,
+        /// Which address of a pod endpoint: IPv4 or IPv6.
+        #[arg(long, default_value = "IPv4")]
+        family: String,
+        #[command(flatten)]
+        admin: QueryArgs,
+    },
+    /// Packets dropped by NetworkPolicy (the last ones kept by the agent).
+    Drops {
+        /// Keep printing new drops as they happen.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        admin: QueryArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
 pub struct SandboxArgs {
     /// Keep running after the checks (Ctrl-C to stop) and print the kubeconfig path for kubectl.
     #[arg(long)]
@@ -109,6 +148,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => crate::status_cmd::run(args),
         Command::Ipam(args) => crate::ipam_cmd::run(args),
         Command::Dns(args) => crate::dns_cmd::run(args),
+        Command::Policy(args) => crate::policy_cmd::run(args),
         Command::Services(args) => crate::services_cmd::run(args),
         Command::Version => {
             print_version();

@@ -9,9 +9,10 @@
 //! connection is reset or reopened and no message or datagram is lost, in
 //! either family (a dual-stack Service).
 //!
-//! The pod-to-pod path is a plain one: NetworkPolicy is not enforced yet,
-//! so there is no policy to allow it. When it is, this flow should run
-//! under a policy that allows it.
+//! NetworkPolicy is enforced throughout: the server pod is isolated by a
+//! default deny, and a policy lets in the client pod and the outside
+//! network, so every flow (the pod-to-pod ones too) also runs through the
+//! policy programs and their pinned connection tracking.
 
 mod common;
 
@@ -241,6 +242,42 @@ fn drops(namespaces: &[&Netns]) -> (u64, u64) {
     })
 }
 
+/// The pods in the API (a pod unknown to the cache gets no traffic at
+/// all), the server isolated by a default deny, and a policy letting in
+/// the client pod and the outside network (NodePort traffic keeps the
+/// client's address).
+fn admit_only_the_client_and_outside(bed: &Bed) {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    bed.rt.block_on(async {
+        let client = bed.client().await;
+        let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), "default");
+        for name in ["server", "client"] {
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"app": name}},
+                "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "echo"}]},
+            }))
+            .unwrap();
+            pods.create(&PostParams::default(), &pod).await.unwrap();
+        }
+        let policies: kube::Api<NetworkPolicy> = kube::Api::namespaced(client, "default");
+        for policy in [
+            json!({"metadata": {"name": "deny"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
+            json!({"metadata": {"name": "echo"}, "spec": {
+                "podSelector": {"matchLabels": {"app": "server"}},
+                "ingress": [{
+                    "from": [{"podSelector": {"matchLabels": {"app": "client"}}},
+                             {"ipBlock": {"cidr": "192.0.2.0/24"}}, {"ipBlock": {"cidr": "fd00:ffff::/64"}}],
+                    "ports": [{"protocol": "TCP", "port": 9090}, {"protocol": "UDP", "port": 5353}],
+                }],
+            }}),
+        ] {
+            let policy: NetworkPolicy = serde_json::from_value(policy).unwrap();
+            policies.create(&PostParams::default(), &policy).await.unwrap();
+        }
+    });
+}
+
 #[test]
 fn flows_survive_five_agent_restarts_without_a_drop() {
     if !testbed::require_privileges("flows_survive_five_agent_restarts_without_a_drop") {
@@ -259,8 +296,10 @@ fn flows_survive_five_agent_restarts_without_a_drop() {
         bed.set_node_addresses(external_addresses());
         let settings = json!({
             "services": {"enabled": true, "cgroup": cgroup.path(), "pinDir": pins.path(), "mapEntries": 1024},
+            "policy": {"enabled": true, "pinDir": pins.path().join("policy")},
         });
         let mut agent = Some(bed.agent_with(settings.clone()));
+        admit_only_the_client_and_outside(&bed);
         let conf = bed.plugin.conf("1.0.0", json!({}));
         let (server, pod) = (Netns::new("rss").unwrap(), Netns::new("rsc").unwrap());
         let added = bed.plugin.exec("ADD", "server", Some(&server.path()), &conf);
@@ -323,7 +362,7 @@ fn flows_survive_five_agent_restarts_without_a_drop() {
             ("udp4-nodeport", &outside, None, format!("UDP4:192.0.2.10:{udp_node_port}")),
             ("tcp6-nodeport", &outside, None, format!("TCP6:[fd00:ffff::1]:{tcp_node_port}")),
             ("udp6-nodeport", &outside, None, format!("UDP6:[fd00:ffff::1]:{udp_node_port}")),
-            // NetworkPolicy is not enforced yet: a plain pod-to-pod path.
+            // Straight to the server pod, allowed by its NetworkPolicy.
             ("tcp4-pod-to-pod", &pod, Some(&cgroup), format!("TCP4:{server_v4}:9090")),
             ("tcp6-pod-to-pod", &pod, Some(&cgroup), format!("TCP6:[{server_v6}]:9090")),
         ];

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminError, AdminListeners, AdminState, StatusReport};
-use crate::cache::{Cache, CacheWatchers};
+use crate::cache::{Cache, CacheWatchers, PodScope};
 use crate::config::Config;
 use crate::module::{Module, ModuleContext, ModuleState, ModuleStatus};
 use crate::store::{Store, StoreError};
@@ -56,7 +56,11 @@ impl Agent {
 
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let watchers = CacheWatchers::new(&config.node_name);
+        let pod_scope = match config.policy.enabled {
+            true => PodScope::Cluster,
+            false => PodScope::ThisNode,
+        };
+        let watchers = CacheWatchers::new(&config.node_name, pod_scope);
         let cache = watchers.cache();
         watchers.spawn(self.client.clone(), &mut tasks, cancel.child_token());
 

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod lb;
 pub mod metrics;
 pub mod module;
+pub mod policy;
 pub mod store;
 pub mod wire;
 

@@ -14,6 +14,7 @@ mod netns;
 mod nsfs;
 mod pins;
 mod privileges;
+mod reach;
 mod veth;
 
 pub use cgroup::{cgroup2_root, Cgroup};
@@ -22,4 +23,5 @@ pub use exchange::exchange;
 pub use netns::{run_in, Netns};
 pub use pins::PinDir;
 pub use privileges::{privileged, require_privileges};
+pub use reach::{probe, probe_all, serve, Probe, Proto, Servers};
 pub use veth::{veth, VethPair};

@@ -75,7 +75,8 @@ pub async fn run(
         Outcome::NotYet,
         "Services from outside the node (NodePort, LoadBalancer): not shown here, the sandbox has no outside network",
     );
-    report.record(Outcome::NotYet, "NetworkPolicy: not implemented yet");
+    // Last: its policies close traffic the checks above need open.
+    super::policy_check::run(client, pods, report).await;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod apply;
 mod cache_check;
 mod checks;
 mod dns_check;
+mod policy_check;
 mod report;
 mod scheduler;
 mod service_check;
@@ -175,6 +176,7 @@ fn agent_config(
         "cni": {"confDir": dir.join("cni/net.d"), "binDir": dir.join("cni/bin")},
         "services": {"enabled": true, "cgroup": cgroup, "pinDir": pins},
         "dns": {"enabled": true, "upstreams": [upstream.to_string()]},
+        "policy": {"enabled": true, "pinDir": pins.join("policy")},
         "shutdownGraceSeconds": 5,
     }))?;
     Ok(raw.validate(NODE)?)

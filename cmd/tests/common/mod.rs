@@ -33,7 +33,19 @@ impl Plugin {
     }
 
     pub fn exec(&self, command: &str, id: &str, netns: Option<&Path>, conf: &Value) -> Outcome {
-        let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}");
+        self.exec_pod(command, id, ("default", id), netns, conf)
+    }
+
+    /// [`Plugin::exec`] for pod `namespace/name` (kubelet's `K8S_POD_*` args).
+    pub fn exec_pod(
+        &self,
+        command: &str,
+        id: &str,
+        (namespace, name): (&str, &str),
+        netns: Option<&Path>,
+        conf: &Value,
+    ) -> Outcome {
+        let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}");
         let netns = netns.map(|n| n.display().to_string());
         let mut env = vec![
             ("CNI_COMMAND", command),

@@ -60,8 +60,18 @@ pub(crate) struct Inner {
     stats: [KindStats; Kind::ALL.len()],
     hub: notify::Hub,
     pod_node: String,
+    pod_scope: PodScope,
     /// Woken each time a kind's first list completes.
     synced: tokio::sync::Notify,
+}
+
+/// Which Pods the cache watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodScope {
+    /// Only this node's: all the CNI, Services and DNS modules need.
+    ThisNode,
+    /// Every Pod of the cluster, for NetworkPolicy peers.
+    Cluster,
 }
 
 /// The read handle of the shared cache. Cheap to clone.
@@ -97,10 +107,20 @@ impl Cache {
         }
     }
 
-    /// The node whose Pods this cache holds (Pods are watched with
-    /// `spec.nodeName=<node>`).
+    /// This node's name. Its Pods are in the cache whatever the
+    /// [`PodScope`]; [`Cache::is_local`] tells them from others.
     pub fn node_name(&self) -> &str {
         &self.inner.pod_node
+    }
+
+    /// Whether `pod` is scheduled to this node.
+    pub fn is_local(&self, pod: &Pod) -> bool {
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(self.node_name())
+    }
+
+    /// A Pod of this node by namespace and name.
+    pub fn local_pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
+        self.get::<Pod>(Some(namespace), name).filter(|p| self.is_local(p))
     }
 
     /// Subscribes to changes of `kinds`. The first [`Subscription::changed`]

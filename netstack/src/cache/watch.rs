@@ -16,7 +16,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cache, Cached, Inner, Kind, KindStats, ObjectKey, Stores};
+use super::{Cache, Cached, Inner, Kind, KindStats, ObjectKey, PodScope, Stores};
 
 /// The writers of a new cache, ready to be started. Split from [`Cache`] so
 /// that modules can be handed the read handle before any watch starts.
@@ -31,8 +31,9 @@ pub struct CacheWatchers {
 }
 
 impl CacheWatchers {
-    /// A cache whose Pods are those scheduled to `node_name`.
-    pub fn new(node_name: &str) -> CacheWatchers {
+    /// A cache whose Pods are those scheduled to `node_name`, or with
+    /// [`PodScope::Cluster`] every Pod (NetworkPolicy peers can be anywhere).
+    pub fn new(node_name: &str, pod_scope: PodScope) -> CacheWatchers {
         let nodes = Writer::default();
         let namespaces = Writer::default();
         let pods = Writer::default();
@@ -51,6 +52,7 @@ impl CacheWatchers {
             stats: Default::default(),
             hub: Default::default(),
             pod_node: node_name.to_string(),
+            pod_scope,
             synced: tokio::sync::Notify::new(),
         };
         CacheWatchers {
@@ -71,7 +73,12 @@ impl CacheWatchers {
     /// Starts one watch per kind on `tasks`; each ends when `cancel` fires.
     pub fn spawn(self, client: Client, tasks: &mut JoinSet<()>, cancel: CancellationToken) {
         let all = watcher::Config::default();
-        let this_node = watcher::Config::default().fields(&format!("spec.nodeName={}", self.cache.inner.pod_node));
+        let pods = match self.cache.inner.pod_scope {
+            PodScope::ThisNode => {
+                watcher::Config::default().fields(&format!("spec.nodeName={}", self.cache.inner.pod_node))
+            }
+            PodScope::Cluster => all.clone(),
+        };
         let c = &self.cache;
         tasks.spawn(run(
             Api::all(client.clone()),
@@ -89,7 +96,7 @@ impl CacheWatchers {
         ));
         tasks.spawn(run(
             Api::all(client.clone()),
-            this_node,
+            pods,
             self.pods,
             c.clone(),
             cancel.clone(),

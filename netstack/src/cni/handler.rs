@@ -10,6 +10,7 @@ use ipam::{AllocError, Lease, LeaseKey, NodePools};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::hook::InterfaceHook;
 use super::protocol::Request;
 use super::spec::{code, AddResult, CniError, Command, Dns, Interface, IpConfig, Route};
 use crate::config::Config;
@@ -38,6 +39,7 @@ pub struct Handler {
     store: Store,
     wiring: Wiring,
     config: std::sync::Arc<Config>,
+    hooks: Vec<std::sync::Arc<dyn InterfaceHook>>,
 }
 
 fn store_err(e: StoreError) -> CniError {
@@ -95,7 +97,14 @@ impl Handler {
             store: store.clone(),
             wiring,
             config,
+            hooks: Vec::new(),
         })
+    }
+
+    /// Calls `hooks` for every interface wired or unwired from now on.
+    pub fn with_hooks(mut self, hooks: Vec<std::sync::Arc<dyn InterfaceHook>>) -> Handler {
+        self.hooks = hooks;
+        self
     }
 
     /// After a restart: host interfaces that no attachment names are what
@@ -180,6 +189,10 @@ impl Handler {
             pod_uid: req.arg("K8S_POD_UID").map(str::to_string),
             addresses: addresses.clone(),
         };
+        if let Err(e) = self.call_wired_hooks(&attachment).await {
+            self.undo_add(&attachment).await;
+            return Err(e);
+        }
         // Lease and attachment reach the disk together, in one sync, before
         // the runtime hears of them. A crash before this leaves only an
         // interface no attachment names, which the next start removes; a
@@ -191,8 +204,7 @@ impl Handler {
             &attachment,
         );
         if let Err(e) = self.store.commit(batch) {
-            let _ = self.wiring.unwire(&key.container_id, &key.ifname).await;
-            self.pools.release(&key);
+            self.undo_add(&attachment).await;
             return Err(store_err(e));
         }
         tracing::info!(pod = ?pod, addresses = ?addresses, "pod interface added");
@@ -281,9 +293,39 @@ impl Handler {
         Ok(())
     }
 
+    /// Runs every hook on a freshly wired interface; the first refusal
+    /// fails the ADD (hooks that accepted it are told it is gone).
+    async fn call_wired_hooks(&self, attachment: &Attachment) -> Result<(), CniError> {
+        for hook in &self.hooks {
+            if let Err(e) = hook.wired(attachment).await {
+                return Err(CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    "cannot put the pod's interface under the node's enforcement",
+                    e,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes back an ADD that failed after wiring.
+    async fn undo_add(&mut self, attachment: &Attachment) {
+        for hook in &self.hooks {
+            hook.unwired(attachment).await;
+        }
+        let key = &attachment.key;
+        let _ = self.wiring.unwire(&key.container_id, &key.ifname).await;
+        self.pools.release(key);
+    }
+
     /// DEL: everything for `key` goes, and nothing being gone already is
     /// an error.
     async fn del(&mut self, key: &LeaseKey) -> Result<(), CniError> {
+        if let Some(attachment) = self.attachments.get(&key_string(key)).map_err(store_err)? {
+            for hook in &self.hooks {
+                hook.unwired(&attachment).await;
+            }
+        }
         self.wiring
             .unwire(&key.container_id, &key.ifname)
             .await

@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod handler;
+mod hook;
 pub mod install;
 mod metrics;
 mod orphans;
@@ -11,4 +12,5 @@ pub mod report;
 mod server;
 pub mod spec;
 
+pub use hook::InterfaceHook;
 pub use server::CniModule;

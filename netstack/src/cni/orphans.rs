@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipam::LeaseKey;
-use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -71,7 +70,9 @@ fn is_orphan(cache: &Cache, attachment: &Attachment) -> bool {
     let Some((namespace, name)) = attachment.pod.as_deref().and_then(|p| p.split_once('/')) else {
         return false;
     };
-    let Some(pod) = cache.get::<Pod>(Some(namespace), name) else {
+    // A namesake on another node (a StatefulSet pod rescheduled) does not
+    // keep this node's lease alive.
+    let Some(pod) = cache.local_pod(namespace, name) else {
         return true;
     };
     let replaced = match (&attachment.pod_uid, &pod.metadata.uid) {

@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 
 use super::handler::Handler;
+use super::hook::InterfaceHook;
 use super::install;
 use super::metrics::CniMetrics;
 use super::orphans;
@@ -24,6 +25,7 @@ use crate::wire::Wiring;
 pub struct CniModule {
     metrics: Arc<CniMetrics>,
     plugin_binary: Option<PathBuf>,
+    hooks: Vec<Arc<dyn InterfaceHook>>,
 }
 
 impl CniModule {
@@ -35,6 +37,12 @@ impl CniModule {
             ..Default::default()
         }
     }
+
+    /// Lets `hook` act on every pod interface before ADD answers.
+    pub fn with_hook(mut self, hook: Arc<dyn InterfaceHook>) -> CniModule {
+        self.hooks.push(hook);
+        self
+    }
 }
 
 impl Module for CniModule {
@@ -43,7 +51,7 @@ impl Module for CniModule {
     }
 
     fn run(self: Box<Self>, ctx: ModuleContext) -> BoxFuture<'static, Result<(), ModuleError>> {
-        Box::pin(run(ctx, self.metrics, self.plugin_binary))
+        Box::pin(run(ctx, *self))
     }
 
     fn metrics(&self) -> Option<Arc<dyn MetricsSource>> {
@@ -51,7 +59,12 @@ impl Module for CniModule {
     }
 }
 
-async fn run(ctx: ModuleContext, metrics: Arc<CniMetrics>, plugin_binary: Option<PathBuf>) -> Result<(), ModuleError> {
+async fn run(ctx: ModuleContext, module: CniModule) -> Result<(), ModuleError> {
+    let CniModule {
+        metrics,
+        plugin_binary,
+        hooks,
+    } = module;
     let start = Instant::now();
     tokio::select! {
         _ = ctx.cancel.cancelled() => return Ok(()),
@@ -70,7 +83,8 @@ async fn run(ctx: ModuleContext, metrics: Arc<CniMetrics>, plugin_binary: Option
     let wiring = Wiring::new()?;
     let store = ctx.store.clone();
     let config = ctx.config.clone();
-    let mut handler = tokio::task::spawn_blocking(move || Handler::new(pools, &store, wiring, config)).await??;
+    let handler = tokio::task::spawn_blocking(move || Handler::new(pools, &store, wiring, config)).await??;
+    let mut handler = handler.with_hooks(hooks);
     handler.reconcile_at_start().await?;
     let handler = Arc::new(Mutex::new(handler));
     if ctx.config.cni.orphan_grace_seconds > 0 {

@@ -1,0 +1,366 @@
+//! NetworkPolicy's cost, measured in one run: TCP throughput (iperf3) and
+//! connection rate between two pods of one node with no policy, then with
+//! 1,000 policies selecting the server pod (each with an ipBlock rule of
+//! its own, plus one letting the client in); and the time from a policy
+//! change written to the API stand-in to its enforcement on the wire. The
+//! agent and the API run in this process, the whole benchmark in a network
+//! namespace of its own.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, PostParams};
+use kube::Api;
+use serde_json::{json, Value};
+use testbed::Netns;
+
+#[derive(Parser)]
+struct Args {
+    /// The netlet binary, run as the CNI plugin.
+    #[arg(long, default_value = "target/release/netlet")]
+    netlet: PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    policies: usize,
+    /// Rounds per measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    #[arg(long, default_value_t = 2)]
+    round_secs: u64,
+    /// Policy changes timed to enforcement.
+    #[arg(long, default_value_t = 20)]
+    changes: usize,
+}
+
+const NODE: &str = "bench-node";
+const NAMESPACE: &str = "bench";
+const CONNECT_PORT: u16 = 7000;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !args.netlet.exists() {
+        bail!("{} is missing (build netlet with --release)", args.netlet.display());
+    }
+    if Command::new("iperf3").arg("--version").output().is_err() {
+        bail!("iperf3 is missing (`make bench-policy` installs it)");
+    }
+    // Before any thread exists: this process and its children get a
+    // network namespace of their own, the node's.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET) needs root")?;
+    run(&["ip", "link", "set", "lo", "up"])?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let pins = testbed::PinDir::new("bpol");
+    let (_api, _agent, client) = rt.block_on(start(dir.path(), pins.path()))?;
+    let conf = json!({"cniVersion": "1.0.0", "name": "netlet", "type": "netlet", "agentSocket": dir.path().join("run/cni.sock")});
+    let server = Netns::new("bpols")?;
+    let client_ns = Netns::new("bpolc")?;
+    let server_ip = add_pod(&args.netlet, &conf, &server, "server")?;
+    add_pod(&args.netlet, &conf, &client_ns, "client")?;
+    let _listener = ConnectServer::start(&server)?;
+    let mut iperf = server
+        .command("iperf3")
+        .args(["-s", "-p", "5201"])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+
+    let without = measure(&args, &client_ns, server_ip)?;
+    println!(
+        "policy-perf: {} policies vs none, pod to pod on one node",
+        args.policies
+    );
+    rt.block_on(create_policies(&client, args.policies))?;
+    let allow = allow_client();
+    rt.block_on(wait_enforced(&client_ns, server_ip, true))?;
+    let with = measure(&args, &client_ns, server_ip)?;
+
+    let mut latencies = Vec::new();
+    for _ in 0..args.changes {
+        let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), NAMESPACE);
+        rt.block_on(api.delete("allow-client", &DeleteParams::default()))?;
+        rt.block_on(wait_enforced(&client_ns, server_ip, false))?;
+        let start = Instant::now();
+        rt.block_on(api.create(&PostParams::default(), &allow))?;
+        rt.block_on(wait_enforced(&client_ns, server_ip, true))?;
+        latencies.push(start.elapsed());
+    }
+    let _ = iperf.kill();
+    let _ = iperf.wait();
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let gbps = |bps: f64| bps / 1e9;
+    println!(
+        "  TCP throughput   none {:6.2} Gbit/s   {} policies {:6.2} Gbit/s   ratio {:.3} (target >= 0.95)",
+        gbps(without.throughput),
+        args.policies,
+        gbps(with.throughput),
+        with.throughput / without.throughput
+    );
+    println!(
+        "  connections/s    none {:8.0}         {} policies {:8.0}         ratio {:.3} (target >= 0.95)",
+        without.connects,
+        args.policies,
+        with.connects,
+        with.connects / without.connects
+    );
+    println!(
+        "  policy created in the API -> enforced, with {} policies: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} changes (target < 10 ms)",
+        args.policies,
+        ms(latencies[latencies.len() / 2]),
+        ms(latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]),
+        ms(*latencies.last().expect("at least one change")),
+        latencies.len()
+    );
+    let page = rt
+        .block_on(netstack::admin::client::get(
+            &dir.path().join("run/admin.sock"),
+            "/metrics",
+        ))?
+        .body;
+    let series = |name: &str| {
+        page.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    println!(
+        "  inside the agent: compile + plan + map writes, mean {:.2} ms over {} syncs",
+        series("netlet_policy_sync_duration_seconds_sum") * 1000.0
+            / series("netlet_policy_sync_duration_seconds_count").max(1.0),
+        series("netlet_policy_sync_duration_seconds_count")
+    );
+    Ok(())
+}
+
+struct Figures {
+    /// bits per second
+    throughput: f64,
+    connects: f64,
+}
+
+/// Medians over `args.rounds` rounds of each.
+fn measure(args: &Args, client: &Netns, server: IpAddr) -> anyhow::Result<Figures> {
+    let mut throughput = Vec::new();
+    let mut connects = Vec::new();
+    for _ in 0..args.rounds {
+        throughput.push(iperf(client, server, args.round_secs)?);
+        connects.push(connect_rate(client, server, Duration::from_secs(args.round_secs))?);
+    }
+    Ok(Figures {
+        throughput: median(&mut throughput),
+        connects: median(&mut connects),
+    })
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn iperf(client: &Netns, server: IpAddr, secs: u64) -> anyhow::Result<f64> {
+    let out = client
+        .command("iperf3")
+        .args(["-c", &server.to_string(), "-p", "5201", "-J", "-t", &secs.to_string()])
+        .output()?;
+    let report: Value = serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .with_context(|| {
+            format!(
+                "iperf3 reported no throughput: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// Connections per second from `client`, each opened, answered with one
+/// byte and closed.
+fn connect_rate(client: &Netns, server: IpAddr, length: Duration) -> anyhow::Result<f64> {
+    let to = SocketAddr::new(server, CONNECT_PORT);
+    client.run(|| {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < length {
+            let mut conn = TcpStream::connect(to)?;
+            let mut byte = [0u8; 1];
+            conn.read_exact(&mut byte)?;
+            n += 1;
+        }
+        Ok(n as f64 / start.elapsed().as_secs_f64())
+    })
+}
+
+/// Accepts connections and answers each with one byte.
+struct ConnectServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ConnectServer {
+    fn start(ns: &Netns) -> anyhow::Result<ConnectServer> {
+        let listener = ns.run(|| TcpListener::bind(("::", CONNECT_PORT)))?;
+        listener.set_nonblocking(false)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Ok(mut conn) = conn {
+                    let _ = conn.write_all(b"!");
+                }
+            }
+        });
+        Ok(ConnectServer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ConnectServer {
+    fn drop(&mut self) {
+        // The accept loop ends with the process; it is not joined.
+        self.stop.store(true, Ordering::Relaxed);
+        drop(self.thread.take());
+    }
+}
+
+/// Polls new connections (2 ms each) until they pass (`allowed`) or not.
+async fn wait_enforced(client: &Netns, server: IpAddr, allowed: bool) -> anyhow::Result<()> {
+    let to = SocketAddr::new(server, CONNECT_PORT);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let passes = client.run(|| TcpStream::connect_timeout(&to, Duration::from_millis(2)).is_ok());
+        if passes == allowed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "connections did not become {} within 30 s",
+                if allowed { "allowed" } else { "blocked" }
+            );
+        }
+    }
+}
+
+fn allow_client() -> NetworkPolicy {
+    serde_json::from_value(json!({
+        "metadata": {"name": "allow-client"},
+        "spec": {"podSelector": {"matchLabels": {"app": "server"}},
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]},
+    }))
+    .expect("a valid NetworkPolicy")
+}
+
+/// `n` policies selecting the server, each allowing an address block of
+/// its own on a port of its own (so each adds map entries), and one
+/// letting the client in.
+async fn create_policies(client: &kube::Client, n: usize) -> anyhow::Result<()> {
+    let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), NAMESPACE);
+    for i in 0..n {
+        let policy: NetworkPolicy = serde_json::from_value(json!({
+            "metadata": {"name": format!("p{i}")},
+            "spec": {"podSelector": {"matchLabels": {"app": "server"}},
+                     "ingress": [{"from": [{"ipBlock": {"cidr": format!("192.168.{}.{}/32", i / 250, i % 250 + 1)}}],
+                                  "ports": [{"protocol": "TCP", "port": 10000 + i}]}]},
+        }))?;
+        api.create(&PostParams::default(), &policy).await?;
+    }
+    api.create(&PostParams::default(), &allow_client()).await?;
+    Ok(())
+}
+
+/// The API stand-in and the agent in this process, with the bench's
+/// namespace and its two pods in the API.
+async fn start(dir: &Path, pins: &Path) -> anyhow::Result<(standin::ApiServer, netstack::RunningAgent, kube::Client)> {
+    let api = standin::ApiServer::start(standin::Options::default()).await?;
+    let kubeconfig = dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig)?;
+    let client = netlet::kube_client::client(Some(&kubeconfig)).await?;
+    let node =
+        serde_json::from_value(json!({"metadata":{"name":NODE},"spec":{"podCIDRs":["10.42.0.0/24","fd00:42::/64"]}}))?;
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await?;
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    for name in ["server", "client"] {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "bench"}]},
+        }))?;
+        Api::<Pod>::namespaced(client.clone(), NAMESPACE)
+            .create(&PostParams::default(), &pod)
+            .await?;
+    }
+    let raw: netstack::RawConfig = serde_json::from_value(json!({
+        "nodeName": NODE, "stateDir": dir.join("state"), "runDir": dir.join("run"),
+        "cni": {"confDir": dir.join("net.d"), "binDir": dir.join("bin")},
+        "policy": {"enabled": true, "pinDir": pins},
+    }))?;
+    let agent = netlet::agent_cmd::agent(raw.validate(NODE)?, client.clone(), None)
+        .start()
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent.status().ready {
+        if Instant::now() > deadline {
+            bail!("agent not ready: {:?}", agent.status().not_ready);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((api, agent, client))
+}
+
+/// CNI ADD for pod `bench/<name>` in `ns`; returns its IPv4 address.
+fn add_pod(plugin: &Path, conf: &Value, ns: &Netns, name: &str) -> anyhow::Result<IpAddr> {
+    let netns = ns.path().display().to_string();
+    let args = format!("K8S_POD_NAMESPACE={NAMESPACE};K8S_POD_NAME={name}");
+    let mut child = Command::new(plugin)
+        .env_clear()
+        .envs([
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", name),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_ARGS", args.as_str()),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(conf.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    let result: Value = serde_json::from_slice(&out.stdout).context("CNI ADD result")?;
+    let ip = result["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .with_context(|| format!("CNI ADD of {name} failed: {result}"))?;
+    Ok(ip.parse()?)
+}
+
+fn run(argv: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(argv[0]).args(&argv[1..]).output()?;
+    if !out.status.success() {
+        bail!("{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
