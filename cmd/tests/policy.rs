@@ -349,7 +349,8 @@ fn the_upstream_reachability_model_in_both_families() {
     let pins = testbed::PinDir::new("pol");
     node.run(|| {
         let bed = Bed::new(&["10.140.0.0/27", "fd00:140::/123"]);
-        let _agent = bed.agent_with(json!({"policy": {"enabled": true, "pinDir": pins.path()}}));
+        let settings = json!({"policy": {"enabled": true, "pinDir": pins.path()}});
+        let agent = bed.agent_with(settings.clone());
         model_objects(&bed);
         let model = model_pods(&bed);
         check(&model, "no policies", all_open);
@@ -553,6 +554,17 @@ fn the_upstream_reachability_model_in_both_families() {
         while ask().is_some() {
             assert!(Instant::now() < deadline, "the open flow is still answered after a deny");
         }
+
+        // No agent, then the next one: enforcement stays as it was, with
+        // no window in between (the maps and links are pinned, and the
+        // next agent writes its entries before it re-attaches).
+        bed.rt.block_on(agent.shutdown());
+        let denied_x = |c: &Case| c.to.namespace != "x" || c.from.is(c.to.namespace, c.to.name);
+        check(&model, "x denied while no agent runs", denied_x);
+        let agent = bed.agent_with(settings);
+        check(&model, "x denied under the next agent", denied_x);
         delete(&bed, "x", "deny-ingress");
+        check(&model, "open again under the next agent", all_open);
+        drop(agent);
     });
 }
