@@ -1,12 +1,8 @@
 /* Built for the host by build.rs and run there: prints the size and field
- * offsets of every struct in maps.h, which a Rust test compares with the
- * #[repr(C)] mirrors in policy/src/maps.rs. */
-#include <stddef.h>
-#include <stdio.h>
+ * offsets of every struct in maps.h, and the constants the Rust side
+ * repeats, which a Rust test compares with policy/src/maps.rs. */
+#include <bpfkit/layout.h>
 #include "maps.h"
-
-#define SIZE(s) printf(#s " size %zu\n", sizeof(struct s))
-#define FIELD(s, f) printf(#s "." #f " %zu\n", offsetof(struct s, f))
 
 int main(void)
 {
@@ -28,24 +24,24 @@ int main(void)
 	FIELD(pol_drop_event, proto); FIELD(pol_drop_event, family); FIELD(pol_drop_event, direction);
 	FIELD(pol_drop_event, reason);
 	/* Constants the Rust side repeats. */
-	printf("POL_ENDPOINT_ENTRIES %u\n", POL_ENDPOINT_ENTRIES);
-	printf("POL_POLICY_SLOTS %u\n", POL_POLICY_SLOTS);
-	printf("POL_ISOLATED_INGRESS %u\n", POL_ISOLATED_INGRESS);
-	printf("POL_ISOLATED_EGRESS %u\n", POL_ISOLATED_EGRESS);
-	printf("POL_CLASS_BIT %u\n", POL_CLASS_BIT);
-	printf("POL_REMOTE_ANY %u\n", POL_REMOTE_ANY);
-	printf("POL_DIR_INGRESS %u\n", POL_DIR_INGRESS);
-	printf("POL_DIR_EGRESS %u\n", POL_DIR_EGRESS);
-	printf("POL_RULE_ANY_PORT_BITS %u\n", POL_RULE_ANY_PORT_BITS);
-	printf("POL_RULE_PROTO_BITS %u\n", POL_RULE_PROTO_BITS);
-	printf("POL_RULE_FULL_BITS %u\n", POL_RULE_FULL_BITS);
-	printf("POL_SLOT_NONE %u\n", POL_SLOT_NONE);
-	printf("POL_FROM_POD %u\n", POL_FROM_POD);
-	printf("POL_TO_POD %u\n", POL_TO_POD);
-	printf("POL_CT_FROM_NODE %u\n", POL_CT_FROM_NODE);
-	printf("POL_DROP_NO_ENDPOINT %u\n", POL_DROP_NO_ENDPOINT);
-	printf("POL_DROP_DENIED %u\n", POL_DROP_DENIED);
-	printf("POL_DROP_REVOKED %u\n", POL_DROP_REVOKED);
-	printf("POL_DROP_V4_MAPPED %u\n", POL_DROP_V4_MAPPED);
+	CONST(POL_ENDPOINT_ENTRIES);
+	CONST(POL_POLICY_SLOTS);
+	CONST(POL_ISOLATED_INGRESS);
+	CONST(POL_ISOLATED_EGRESS);
+	CONST(POL_CLASS_BIT);
+	CONST(POL_REMOTE_ANY);
+	CONST(POL_DIR_INGRESS);
+	CONST(POL_DIR_EGRESS);
+	CONST(POL_RULE_ANY_PORT_BITS);
+	CONST(POL_RULE_PROTO_BITS);
+	CONST(POL_RULE_FULL_BITS);
+	CONST(POL_SLOT_NONE);
+	CONST(POL_FROM_POD);
+	CONST(POL_TO_POD);
+	CONST(POL_CT_FROM_NODE);
+	CONST(POL_DROP_NO_ENDPOINT);
+	CONST(POL_DROP_DENIED);
+	CONST(POL_DROP_REVOKED);
+	CONST(POL_DROP_V4_MAPPED);
 	return 0;
 }

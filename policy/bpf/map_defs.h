@@ -18,25 +18,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nl_pol_endpts SEC(".maps");
 
-/* Address -> identity and CIDR class (set at load). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__type(key, struct pol_ipcache_key);
-	__type(value, struct pol_ipcache_value);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} nl_pol_ipcache SEC(".maps");
+/* The LPM trie `map`: struct `name`_key -> struct `name`_value, 65536
+ * entries by default (set at load). The kernel makes LPM tries only
+ * without preallocation. */
+#define POL_LPM_TRIE(map, name)                         \
+	struct {                                        \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);    \
+		__type(key, struct name##_key);         \
+		__type(value, struct name##_value);     \
+		__uint(max_entries, 65536);             \
+		__uint(map_flags, BPF_F_NO_PREALLOC);   \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);    \
+	} map SEC(".maps")
 
-/* Allow rules (set at load). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__type(key, struct pol_rule_key);
-	__type(value, struct pol_rule_value);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} nl_pol_rules SEC(".maps");
+/* Address -> identity and CIDR class. */
+POL_LPM_TRIE(nl_pol_ipcache, pol_ipcache);
+
+/* Allow rules. */
+POL_LPM_TRIE(nl_pol_rules, pol_rule);
 
 /* Allowed flows (set at load). LRU: the oldest flows give way. */
 struct {

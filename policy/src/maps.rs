@@ -183,7 +183,8 @@ impl PolDropEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aya::maps::lpm_trie::Key;
+    use bpfkit::layout::{assert_same, constant_rows};
+    use bpfkit::struct_rows;
     use std::mem::{offset_of, size_of};
 
     /// What bpf/layout.c printed for maps.h, built by build.rs.
@@ -191,65 +192,17 @@ mod tests {
 
     #[test]
     fn rust_and_c_agree_on_every_size_offset_and_constant() {
-        // Rows as layout.c prints them: "<c name> size", then "<c name>.<field>"
-        // for each field, its offset `base` bytes into the C struct.
-        macro_rules! layout {
-            ($c:literal, $ty:ty, size $size:expr, base $base:expr, [$($f:ident),*]) => {{
-                let mut rows = vec![(format!("{} size", $c), $size)];
-                $(rows.push((format!("{}.{}", $c, stringify!($f)), $base + offset_of!($ty, $f)));)*
-                rows
-            }};
-            ($c:literal, $ty:ty, [$($f:ident),*]) => {
-                layout!($c, $ty, size size_of::<$ty>(), base 0, [$($f),*])
-            };
-        }
-        // aya's LPM key is the u32 prefix length, then the data.
-        let lpm = |mut rows: Vec<(String, usize)>, c: &str| {
-            rows.insert(1, (format!("{c}.prefixlen"), 0));
-            rows
-        };
-        let constants: Vec<(String, usize)> = [
-            ("POL_ENDPOINT_ENTRIES", ENDPOINT_ENTRIES),
-            ("POL_POLICY_SLOTS", POLICY_SLOTS),
-            ("POL_ISOLATED_INGRESS", u32::from(ISOLATED_INGRESS)),
-            ("POL_ISOLATED_EGRESS", u32::from(ISOLATED_EGRESS)),
-            ("POL_CLASS_BIT", CLASS_BIT),
-            ("POL_REMOTE_ANY", REMOTE_ANY),
-            ("POL_DIR_INGRESS", u32::from(DIR_INGRESS)),
-            ("POL_DIR_EGRESS", u32::from(DIR_EGRESS)),
-            ("POL_RULE_ANY_PORT_BITS", RULE_ANY_PORT_BITS),
-            ("POL_RULE_PROTO_BITS", RULE_PROTO_BITS),
-            ("POL_RULE_FULL_BITS", RULE_FULL_BITS),
-            ("POL_SLOT_NONE", SLOT_NONE),
-            ("POL_FROM_POD", u32::from(FROM_POD)),
-            ("POL_TO_POD", u32::from(TO_POD)),
-            ("POL_CT_FROM_NODE", u32::from(CT_FROM_NODE)),
-            ("POL_DROP_NO_ENDPOINT", u32::from(DROP_NO_ENDPOINT)),
-            ("POL_DROP_DENIED", u32::from(DROP_DENIED)),
-            ("POL_DROP_REVOKED", u32::from(DROP_REVOKED)),
-            ("POL_DROP_V4_MAPPED", u32::from(DROP_V4_MAPPED)),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_string(), value as usize))
-        .collect();
-        let rust: Vec<(String, usize)> = [
-            layout!("pol_endpoint", PolEndpoint, [identity, flags]),
-            lpm(
-                layout!("pol_ipcache_key", PolIpcacheAddr, size size_of::<Key<PolIpcacheAddr>>(), base 4, [addr]),
-                "pol_ipcache_key",
-            ),
-            layout!("pol_ipcache_value", PolIpcacheValue, [identity, cidr_class]),
-            lpm(
-                layout!("pol_rule_key", PolRuleData, size size_of::<Key<PolRuleData>>(), base 4,
-                    [local, remote, direction, proto, port]),
-                "pol_rule_key",
-            ),
-            layout!("pol_rule_value", PolRuleValue, [policy_slot]),
-            layout!("pol_ct_key", PolCtKey, [saddr, daddr, sport, dport, proto, origin]),
-            layout!("pol_ct_value", PolCtValue, [created_ns, revision, policy_slot, flags]),
-            layout!("pol_config", PolConfig, [revision]),
-            layout!("pol_endpoint_counters", PolEndpointCounters, [allowed, denied]),
-            layout!(
+        let rust = [
+            struct_rows!("pol_endpoint", PolEndpoint, [identity, flags]),
+            struct_rows!("pol_ipcache_key", lpm PolIpcacheAddr, [addr]),
+            struct_rows!("pol_ipcache_value", PolIpcacheValue, [identity, cidr_class]),
+            struct_rows!("pol_rule_key", lpm PolRuleData, [local, remote, direction, proto, port]),
+            struct_rows!("pol_rule_value", PolRuleValue, [policy_slot]),
+            struct_rows!("pol_ct_key", PolCtKey, [saddr, daddr, sport, dport, proto, origin]),
+            struct_rows!("pol_ct_value", PolCtValue, [created_ns, revision, policy_slot, flags]),
+            struct_rows!("pol_config", PolConfig, [revision]),
+            struct_rows!("pol_endpoint_counters", PolEndpointCounters, [allowed, denied]),
+            struct_rows!(
                 "pol_drop_event",
                 PolDropEvent,
                 [
@@ -267,24 +220,34 @@ mod tests {
                     reason
                 ]
             ),
-            constants,
+            constant_rows(&[
+                ("POL_ENDPOINT_ENTRIES", ENDPOINT_ENTRIES),
+                ("POL_POLICY_SLOTS", POLICY_SLOTS),
+                ("POL_ISOLATED_INGRESS", u32::from(ISOLATED_INGRESS)),
+                ("POL_ISOLATED_EGRESS", u32::from(ISOLATED_EGRESS)),
+                ("POL_CLASS_BIT", CLASS_BIT),
+                ("POL_REMOTE_ANY", REMOTE_ANY),
+                ("POL_DIR_INGRESS", u32::from(DIR_INGRESS)),
+                ("POL_DIR_EGRESS", u32::from(DIR_EGRESS)),
+                ("POL_RULE_ANY_PORT_BITS", RULE_ANY_PORT_BITS),
+                ("POL_RULE_PROTO_BITS", RULE_PROTO_BITS),
+                ("POL_RULE_FULL_BITS", RULE_FULL_BITS),
+                ("POL_SLOT_NONE", SLOT_NONE),
+                ("POL_FROM_POD", u32::from(FROM_POD)),
+                ("POL_TO_POD", u32::from(TO_POD)),
+                ("POL_CT_FROM_NODE", u32::from(CT_FROM_NODE)),
+                ("POL_DROP_NO_ENDPOINT", u32::from(DROP_NO_ENDPOINT)),
+                ("POL_DROP_DENIED", u32::from(DROP_DENIED)),
+                ("POL_DROP_REVOKED", u32::from(DROP_REVOKED)),
+                ("POL_DROP_V4_MAPPED", u32::from(DROP_V4_MAPPED)),
+            ]),
         ]
         .concat();
-        let c: Vec<(String, usize)> = C_LAYOUT
-            .lines()
-            .map(|l| {
-                let (name, n) = l.rsplit_once(' ').unwrap();
-                (name.to_string(), n.parse().unwrap())
-            })
-            .collect();
         // The rule key's prefix bits count whole fields.
         assert_eq!(RULE_ANY_PORT_BITS as usize, offset_of!(PolRuleData, proto) * 8);
         assert_eq!(RULE_PROTO_BITS as usize, offset_of!(PolRuleData, port) * 8);
         assert_eq!(RULE_FULL_BITS as usize, size_of::<PolRuleData>() * 8);
-        assert_eq!(c.len(), rust.len(), "every C line has a Rust counterpart: {C_LAYOUT}");
-        for ((c_name, c_value), (r_name, r_value)) in c.iter().zip(&rust) {
-            assert_eq!((c_name, c_value), (r_name, r_value));
-        }
+        assert_same(C_LAYOUT, &rust);
     }
 
     #[test]

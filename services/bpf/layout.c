@@ -1,12 +1,8 @@
 /* Built for the host by build.rs and run there: prints the size and field
  * offsets of every struct in lb.h, which a Rust test compares with the
- * #[repr(C)] mirrors. */
-#include <stddef.h>
-#include <stdio.h>
+ * #[repr(C)] mirrors in services/src/maps.rs. */
+#include <bpfkit/layout.h>
 #include "lb.h"
-
-#define SIZE(s) printf(#s " size %zu\n", sizeof(struct s))
-#define FIELD(s, f) printf(#s "." #f " %zu\n", offsetof(struct s, f))
 
 int main(void)
 {

@@ -274,75 +274,43 @@ impl Lb6Key {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aya::maps::lpm_trie::Key;
-    use std::mem::{offset_of, size_of};
+    use bpfkit::layout::assert_same;
+    use bpfkit::struct_rows;
+    use std::mem::offset_of;
 
     /// What bpf/layout.c printed for lb.h, built by build.rs.
     const C_LAYOUT: &str = include_str!(concat!(env!("OUT_DIR"), "/layout.txt"));
 
     #[test]
     fn rust_and_c_agree_on_every_size_and_offset() {
-        // Rows as layout.c prints them: "<c name> size", then "<c name>.<field>"
-        // for each field, its offset `base` bytes into the C struct.
-        macro_rules! layout {
-            ($c:literal, $ty:ty, size $size:expr, base $base:expr, [$($f:ident),*]) => {{
-                let mut rows = vec![(format!("{} size", $c), $size)];
-                $(rows.push((format!("{}.{}", $c, stringify!($f)), $base + offset_of!($ty, $f)));)*
-                rows
-            }};
-            ($c:literal, $ty:ty, [$($f:ident),*]) => {
-                layout!($c, $ty, size size_of::<$ty>(), base 0, [$($f),*])
-            };
-        }
-        // aya's LPM key is the u32 prefix length, then the data.
-        let lpm = |mut rows: Vec<(String, usize)>, c: &str| {
-            rows.insert(1, (format!("{c}.prefixlen"), 0));
-            rows
-        };
-        let rust: Vec<(String, usize)> = [
-            layout!("lb4_key", Lb4Key, [address, port, proto, scope, slot]),
-            layout!("lb6_key", Lb6Key, [address, port, proto, scope, slot]),
-            layout!("lb_slot", LbSlot, [backend_id, count, flags, affinity_timeout]),
-            lpm(
-                layout!("lb4_source_key", Lb4Source, size size_of::<Key<Lb4Source>>(), base 4, [frontend, port, proto, source]),
-                "lb4_source_key",
-            ),
-            lpm(
-                layout!("lb6_source_key", Lb6Source, size size_of::<Key<Lb6Source>>(), base 4, [frontend, port, proto, source]),
-                "lb6_source_key",
-            ),
-            layout!("lb4_affinity_key", Lb4AffinityKey, [netns_cookie, address, port, proto]),
-            layout!("lb6_affinity_key", Lb6AffinityKey, [netns_cookie, address, port, proto]),
-            layout!("lb_affinity", LbAffinity, [last_used_ns, backend_id]),
-            layout!("lb4_backend", Lb4Backend, [address, port]),
-            layout!("lb6_backend", Lb6Backend, [address, port]),
-            layout!("sock4_key", Sock4Key, [cookie, backend, backend_port]),
-            layout!("sock4_frontend", Sock4Frontend, [address, port]),
-            layout!("sock6_key", Sock6Key, [cookie, backend, backend_port]),
-            layout!("sock6_frontend", Sock6Frontend, [address, port]),
-            layout!("ct4_key", Ct4Key, [saddr, daddr, sport, dport, proto]),
-            layout!("ct6_key", Ct6Key, [saddr, daddr, sport, dport, proto]),
-            layout!("ct4_value", Ct4Value, [address, port]),
-            layout!("ct6_value", Ct6Value, [address, port]),
-            layout!("lb4_announce_key", Lb4AnnounceKey, [address]),
-            layout!("lb6_announce_key", Lb6AnnounceKey, [address]),
-            layout!("lb_device", LbDevice, [mac]),
+        let rust = [
+            struct_rows!("lb4_key", Lb4Key, [address, port, proto, scope, slot]),
+            struct_rows!("lb6_key", Lb6Key, [address, port, proto, scope, slot]),
+            struct_rows!("lb_slot", LbSlot, [backend_id, count, flags, affinity_timeout]),
+            struct_rows!("lb4_source_key", lpm Lb4Source, [frontend, port, proto, source]),
+            struct_rows!("lb6_source_key", lpm Lb6Source, [frontend, port, proto, source]),
+            struct_rows!("lb4_affinity_key", Lb4AffinityKey, [netns_cookie, address, port, proto]),
+            struct_rows!("lb6_affinity_key", Lb6AffinityKey, [netns_cookie, address, port, proto]),
+            struct_rows!("lb_affinity", LbAffinity, [last_used_ns, backend_id]),
+            struct_rows!("lb4_backend", Lb4Backend, [address, port]),
+            struct_rows!("lb6_backend", Lb6Backend, [address, port]),
+            struct_rows!("sock4_key", Sock4Key, [cookie, backend, backend_port]),
+            struct_rows!("sock4_frontend", Sock4Frontend, [address, port]),
+            struct_rows!("sock6_key", Sock6Key, [cookie, backend, backend_port]),
+            struct_rows!("sock6_frontend", Sock6Frontend, [address, port]),
+            struct_rows!("ct4_key", Ct4Key, [saddr, daddr, sport, dport, proto]),
+            struct_rows!("ct6_key", Ct6Key, [saddr, daddr, sport, dport, proto]),
+            struct_rows!("ct4_value", Ct4Value, [address, port]),
+            struct_rows!("ct6_value", Ct6Value, [address, port]),
+            struct_rows!("lb4_announce_key", Lb4AnnounceKey, [address]),
+            struct_rows!("lb6_announce_key", Lb6AnnounceKey, [address]),
+            struct_rows!("lb_device", LbDevice, [mac]),
         ]
         .concat();
-        let c: Vec<(String, usize)> = C_LAYOUT
-            .lines()
-            .map(|l| {
-                let (name, n) = l.rsplit_once(' ').unwrap();
-                (name.to_string(), n.parse().unwrap())
-            })
-            .collect();
         // The LPM prefix counts the frontend's bits before the source's.
         assert_eq!(SOURCE4_FRONTEND_BITS as usize, offset_of!(Lb4Source, source) * 8);
         assert_eq!(SOURCE6_FRONTEND_BITS as usize, offset_of!(Lb6Source, source) * 8);
-        assert_eq!(c.len(), rust.len(), "every C line has a Rust counterpart: {C_LAYOUT}");
-        for ((c_name, c_value), (r_name, r_value)) in c.iter().zip(&rust) {
-            assert_eq!((c_name, c_value), (r_name, r_value));
-        }
+        assert_same(C_LAYOUT, &rust);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! close, then the revision bump that makes tracked flows be judged again.
 
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use bpfkit::entries::{ignore_missing, Hash, Lpm};
 
 use super::entries::{endpoint_value, ipcache_key, ipcache_value, rule_key, rule_value};
-use super::handles::{hash_put, hash_remove, ignore_missing, lpm_put, lpm_remove};
+use super::handles::{put, remove, typed_mut};
 use super::steps::Step;
 use super::{Datapath, DatapathError, CONFIG_MAP, ENDPOINT_COUNTERS_MAP, POLICY_COUNTERS_MAP};
 use crate::maps::{
@@ -68,20 +69,20 @@ impl Datapath {
         let ebpf = &mut self.ebpf;
         match step {
             Step::Ipcache(cidr, Some(entry)) => {
-                lpm_put::<PolIpcacheAddr, PolIpcacheValue>(ebpf, ipcache, ipcache_key(&cidr), ipcache_value(&entry))
+                put::<Lpm<PolIpcacheAddr, PolIpcacheValue>>(ebpf, ipcache, ipcache_key(&cidr), ipcache_value(&entry))
             }
             Step::Ipcache(cidr, None) => {
-                lpm_remove::<PolIpcacheAddr, PolIpcacheValue>(ebpf, ipcache, ipcache_key(&cidr))
+                remove::<Lpm<PolIpcacheAddr, PolIpcacheValue>>(ebpf, ipcache, ipcache_key(&cidr))
             }
             Step::Rule(key, Some(slot)) => {
-                lpm_put::<PolRuleData, PolRuleValue>(ebpf, rules, rule_key(&key), rule_value(slot))
+                put::<Lpm<PolRuleData, PolRuleValue>>(ebpf, rules, rule_key(&key), rule_value(slot))
             }
-            Step::Rule(key, None) => lpm_remove::<PolRuleData, PolRuleValue>(ebpf, rules, rule_key(&key)),
+            Step::Rule(key, None) => remove::<Lpm<PolRuleData, PolRuleValue>>(ebpf, rules, rule_key(&key)),
             Step::Endpoint(ifindex, Some(entry)) => {
-                hash_put::<u32, PolEndpoint>(ebpf, endpoints, ifindex, endpoint_value(&entry))
+                put::<Hash<u32, PolEndpoint>>(ebpf, endpoints, ifindex, endpoint_value(&entry))
             }
             Step::Endpoint(ifindex, None) => {
-                hash_remove::<u32, PolEndpoint>(ebpf, endpoints, ifindex)?;
+                remove::<Hash<u32, PolEndpoint>>(ebpf, endpoints, ifindex)?;
                 // The veth is gone (or no longer ours): so are its counts.
                 forget_counters(ebpf, ifindex)
             }
@@ -90,9 +91,7 @@ impl Datapath {
 
     fn bump_revision(&mut self) -> Result<(), DatapathError> {
         let next = self.revision.wrapping_add(1);
-        let data = self.ebpf.map_mut(CONFIG_MAP).expect("every map is in pod.o");
-        let mut config: Array<&mut MapData, PolConfig> =
-            Array::try_from(data).map_err(|source| map_failed(CONFIG_MAP, source))?;
+        let mut config: Array<&mut MapData, PolConfig> = typed_mut(&mut self.ebpf, CONFIG_MAP)?;
         let value = PolConfig { revision: next, pad: 0 };
         config
             .set(0, value, 0)
@@ -114,9 +113,7 @@ impl Datapath {
                 path: "/sys/devices/system/cpu/possible".into(),
                 source,
             })?;
-            let data = self.ebpf.map_mut(POLICY_COUNTERS_MAP).expect("every map is in pod.o");
-            let mut counters: PerCpuArray<&mut MapData, u64> =
-                PerCpuArray::try_from(data).map_err(|source| map_failed(POLICY_COUNTERS_MAP, source))?;
+            let mut counters: PerCpuArray<&mut MapData, u64> = typed_mut(&mut self.ebpf, POLICY_COUNTERS_MAP)?;
             for slot in fresh {
                 let zeros = PerCpuValues::try_from(vec![0u64; cpus]).map_err(|source| DatapathError::Io {
                     path: "/sys/devices/system/cpu/possible".into(),
@@ -139,9 +136,7 @@ impl Datapath {
 }
 
 fn forget_counters(ebpf: &mut aya::Ebpf, ifindex: u32) -> Result<(), DatapathError> {
-    let data = ebpf.map_mut(ENDPOINT_COUNTERS_MAP).expect("every map is in pod.o");
-    let mut counters: PerCpuHashMap<&mut MapData, u32, PolEndpointCounters> =
-        PerCpuHashMap::try_from(data).map_err(|source| map_failed(ENDPOINT_COUNTERS_MAP, source))?;
+    let mut counters: PerCpuHashMap<&mut MapData, u32, PolEndpointCounters> = typed_mut(ebpf, ENDPOINT_COUNTERS_MAP)?;
     ignore_missing(counters.remove(&ifindex)).map_err(|source| map_failed(ENDPOINT_COUNTERS_MAP, source))
 }
 

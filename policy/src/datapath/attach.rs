@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::SchedClassifierLink;
 use aya::programs::{SchedClassifier, TcAttachType};
+use bpfkit::pinned::{interface_link, interface_links, pin_link};
 
 use super::link_info::pinned_link_ifindex;
 use super::load::PROGRAMS;
@@ -117,25 +118,12 @@ impl Datapath {
     }
 
     fn pin_path(&self, program: &str, interface: &str) -> PathBuf {
-        self.links.join(format!("{program}-{interface}"))
+        interface_link(&self.links, program, interface)
     }
 
     /// Each pinned link with the interface its name says it is on.
     fn link_pins(&self) -> Vec<(PathBuf, String)> {
-        let Ok(entries) = std::fs::read_dir(&self.links) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| {
-                let file = e.file_name().to_string_lossy().into_owned();
-                let interface = PROGRAMS
-                    .iter()
-                    .find_map(|name| file.strip_prefix(name)?.strip_prefix('-'))?
-                    .to_string();
-                Some((e.path(), interface))
-            })
-            .collect()
+        interface_links(&self.links, &PROGRAMS)
     }
 }
 
@@ -147,16 +135,5 @@ fn update_link(program: &mut SchedClassifier, pin: &Path) -> Result<(), Box<dyn 
     let id = program.attach_to_link(link)?;
     // Our handle on the link goes; the pin keeps it attached.
     let _: FdLink = program.take_link(id)?.try_into()?;
-    Ok(())
-}
-
-/// Pins `link` at `pin`, replacing an earlier pin there: unpinning that one
-/// detaches its link, and ours is attached already, so there is no gap.
-fn pin_link(link: FdLink, pin: &Path) -> Result<(), DatapathError> {
-    let _ = std::fs::remove_file(pin);
-    link.pin(pin).map_err(|source| DatapathError::Pin {
-        path: pin.to_path_buf(),
-        source,
-    })?;
     Ok(())
 }

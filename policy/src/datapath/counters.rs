@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 
+use super::handles::typed;
 use super::{Datapath, DatapathError, ENDPOINT_COUNTERS_MAP, POLICY_COUNTERS_MAP};
 use crate::maps::{PolEndpointCounters, DIR_EGRESS, DIR_INGRESS, POLICY_SLOTS};
 
@@ -23,9 +24,7 @@ impl Datapath {
     /// endpoint entry, whose packets were all dropped).
     pub fn endpoint_counters(&self) -> Result<BTreeMap<u32, EndpointCounters>, DatapathError> {
         let map = ENDPOINT_COUNTERS_MAP;
-        let data = self.ebpf.map(map).expect("every map is in pod.o");
-        let counters: PerCpuHashMap<&MapData, u32, PolEndpointCounters> =
-            PerCpuHashMap::try_from(data).map_err(|source| DatapathError::Map { map, source })?;
+        let counters: PerCpuHashMap<&MapData, u32, PolEndpointCounters> = typed(&self.ebpf, map)?;
         let mut out = BTreeMap::new();
         for entry in counters.iter() {
             let (ifindex, per_cpu) = entry.map_err(|source| DatapathError::Map { map, source })?;
@@ -46,9 +45,7 @@ impl Datapath {
     /// to its policy by this datapath.
     pub fn policy_counters(&self) -> Result<BTreeMap<u32, u64>, DatapathError> {
         let map = POLICY_COUNTERS_MAP;
-        let data = self.ebpf.map(map).expect("every map is in pod.o");
-        let counters: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(data).map_err(|source| DatapathError::Map { map, source })?;
+        let counters: PerCpuArray<&MapData, u64> = typed(&self.ebpf, map)?;
         let mut out = BTreeMap::new();
         for slot in self.slot_owners.keys().copied().filter(|slot| *slot < POLICY_SLOTS) {
             let per_cpu = counters

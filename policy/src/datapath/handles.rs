@@ -1,9 +1,9 @@
 //! Typed access to the maps by name, with errors that name the map (and
 //! say when it is full and what to do about it).
 
-use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
+use aya::maps::{Map, MapError};
 use aya::Ebpf;
+use bpfkit::entries::Entries;
 
 use super::{Datapath, DatapathError, ENDPOINTS_MAP, IPCACHE_MAP, RULES_MAP};
 use crate::maps::ENDPOINT_ENTRIES;
@@ -43,87 +43,47 @@ impl Datapath {
     }
 }
 
-pub(super) fn hash<'a, K: aya::Pod, V: aya::Pod>(
+/// The map `map` of pod.o as an aya map type `M`, to read it (say
+/// `HashMap<&MapData, K, V>`).
+pub(super) fn typed<'a, M: TryFrom<&'a Map, Error = MapError>>(
     ebpf: &'a Ebpf,
     map: &'static str,
-) -> Result<BpfHashMap<&'a MapData, K, V>, DatapathError> {
+) -> Result<M, DatapathError> {
     let data = ebpf.map(map).expect("every map is in pod.o");
-    BpfHashMap::try_from(data).map_err(|source| DatapathError::Map { map, source })
+    M::try_from(data).map_err(|source| DatapathError::Map { map, source })
 }
 
-pub(super) fn lpm<'a, K: aya::Pod, V: aya::Pod>(
-    ebpf: &'a Ebpf,
+/// The map `map` of pod.o as an aya map type `M`, to write it (say
+/// `Array<&mut MapData, V>`).
+pub(super) fn typed_mut<'a, M: TryFrom<&'a mut Map, Error = MapError>>(
+    ebpf: &'a mut Ebpf,
     map: &'static str,
-) -> Result<LpmTrie<&'a MapData, K, V>, DatapathError> {
-    let data = ebpf.map(map).expect("every map is in pod.o");
-    LpmTrie::try_from(data).map_err(|source| DatapathError::Map { map, source })
+) -> Result<M, DatapathError> {
+    let data = ebpf.map_mut(map).expect("every map is in pod.o");
+    M::try_from(data).map_err(|source| DatapathError::Map { map, source })
 }
 
-pub(super) fn hash_put<K: aya::Pod, V: aya::Pod>(
-    ebpf: &mut Ebpf,
+/// Writes one entry of `table`, a map of kind `M` (`Hash<K, V>` or
+/// `Lpm<K, V>` from `bpfkit::entries`).
+pub(super) fn put<'a, M: Entries<'a>>(
+    ebpf: &'a mut Ebpf,
     table: Table,
-    key: K,
-    value: V,
+    key: M::Key,
+    value: M::Value,
 ) -> Result<(), DatapathError> {
-    let data = ebpf.map_mut(table.name).expect("every map is in pod.o");
-    let mut map: BpfHashMap<&mut MapData, K, V> = BpfHashMap::try_from(data).map_err(|source| DatapathError::Map {
-        map: table.name,
-        source,
-    })?;
-    map.insert(key, value, 0).map_err(|e| map_error(table, e))
+    let mut map: M = typed_mut(ebpf, table.name)?;
+    map.put(&key, &value).map_err(|e| map_error(table, e))
 }
 
-pub(super) fn hash_remove<K: aya::Pod, V: aya::Pod>(
-    ebpf: &mut Ebpf,
-    table: Table,
-    key: K,
-) -> Result<(), DatapathError> {
-    let data = ebpf.map_mut(table.name).expect("every map is in pod.o");
-    let mut map: BpfHashMap<&mut MapData, K, V> = BpfHashMap::try_from(data).map_err(|source| DatapathError::Map {
-        map: table.name,
-        source,
-    })?;
-    ignore_missing(map.remove(&key)).map_err(|e| map_error(table, e))
-}
-
-pub(super) fn lpm_put<K: aya::Pod, V: aya::Pod>(
-    ebpf: &mut Ebpf,
-    table: Table,
-    key: Key<K>,
-    value: V,
-) -> Result<(), DatapathError> {
-    let data = ebpf.map_mut(table.name).expect("every map is in pod.o");
-    let mut map: LpmTrie<&mut MapData, K, V> = LpmTrie::try_from(data).map_err(|source| DatapathError::Map {
-        map: table.name,
-        source,
-    })?;
-    map.insert(&key, value, 0).map_err(|e| map_error(table, e))
-}
-
-pub(super) fn lpm_remove<K: aya::Pod, V: aya::Pod>(
-    ebpf: &mut Ebpf,
-    table: Table,
-    key: Key<K>,
-) -> Result<(), DatapathError> {
-    let data = ebpf.map_mut(table.name).expect("every map is in pod.o");
-    let mut map: LpmTrie<&mut MapData, K, V> = LpmTrie::try_from(data).map_err(|source| DatapathError::Map {
-        map: table.name,
-        source,
-    })?;
-    ignore_missing(map.remove(&key)).map_err(|e| map_error(table, e))
-}
-
-/// An entry already gone is not an error when deleting it.
-pub(super) fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
-    match result {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other,
-    }
+/// Deletes one entry of `table`, a map of kind `M`; one already gone is
+/// not an error.
+pub(super) fn remove<'a, M: Entries<'a>>(ebpf: &'a mut Ebpf, table: Table, key: M::Key) -> Result<(), DatapathError> {
+    let mut map: M = typed_mut(ebpf, table.name)?;
+    map.delete(&key).map_err(|e| map_error(table, e))
 }
 
 /// Hash maps say E2BIG when full, LPM tries ENOSPC.
-pub(super) fn map_error(table: Table, source: MapError) -> DatapathError {
+fn map_error(table: Table, source: MapError) -> DatapathError {
     match &source {
         MapError::SyscallError(e) if matches!(e.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC)) => {
             DatapathError::MapFull {

@@ -14,7 +14,7 @@
 //! blocking task that owns the datapath, not from async tasks.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aya::maps::MapError;
 use aya::Ebpf;
@@ -56,9 +56,6 @@ const ENDPOINT_COUNTERS_MAP: &str = "nl_pol_ep_cnt";
 const POLICY_COUNTERS_MAP: &str = "nl_pol_slot_cnt";
 const DROPS_MAP: &str = "nl_pol_drops";
 
-/// statfs f_type of a bpf filesystem.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 #[derive(Debug, Clone)]
 pub struct DatapathOptions {
     /// Directory on a bpf filesystem for the pinned maps and links.
@@ -95,8 +92,9 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0} is not on a bpf filesystem (mount one with: mount -t bpf bpf /sys/fs/bpf)")]
-    NotBpffs(PathBuf),
+    /// The pin directory, or pinning in it.
+    #[error(transparent)]
+    Pinned(#[from] bpfkit::pinned::PinnedError),
     #[error("loading the NetworkPolicy BPF programs: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("BPF program {name}: {source}")]
@@ -122,12 +120,6 @@ pub enum DatapathError {
         name: &'static str,
         #[source]
         source: aya::programs::links::LinkError,
-    },
-    #[error("pinning {path}: {source}")]
-    Pin {
-        path: PathBuf,
-        #[source]
-        source: aya::pin::PinError,
     },
     #[error("BPF map {map} is full ({entries} entries); {hint}")]
     MapFull {
@@ -190,12 +182,5 @@ impl Datapath {
     /// The options the datapath was loaded with.
     pub fn options(&self) -> &DatapathOptions {
         &self.options
-    }
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DatapathError + '_ {
-    move |source| DatapathError::Io {
-        path: path.to_path_buf(),
-        source,
     }
 }

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{Array, MapData};
+use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData};
+use bpfkit::entries::Lpm;
 
 use super::entries::{endpoint_entry, ipcache_cidr, ipcache_entry, rule_key_of};
-use super::handles::{hash, lpm, lpm_remove};
+use super::handles::{remove, typed};
 use super::{Datapath, DatapathError, Held, CONFIG_MAP, ENDPOINTS_MAP, IPCACHE_MAP, RULES_MAP};
 use crate::identity::Identity;
 use crate::maps::{PolConfig, PolEndpoint, PolIpcacheAddr, PolIpcacheValue, PolRuleData, PolRuleValue, CLASS_BIT};
@@ -16,13 +17,13 @@ use crate::plan::{CidrClass, PolicySlots, Remote};
 impl Datapath {
     pub(super) fn read_back(&mut self) -> Result<(), DatapathError> {
         let mut held = Held::default();
-        let endpoints = hash::<u32, PolEndpoint>(&self.ebpf, ENDPOINTS_MAP)?;
+        let endpoints: BpfHashMap<&MapData, u32, PolEndpoint> = typed(&self.ebpf, ENDPOINTS_MAP)?;
         for (ifindex, value) in endpoints.iter().filter_map(Result::ok) {
             held.endpoints.insert(ifindex, endpoint_entry(&value));
         }
         // Keys no plan would write cannot be diffed away later: they go now.
         let mut strays = Vec::new();
-        let ipcache = lpm::<PolIpcacheAddr, PolIpcacheValue>(&self.ebpf, IPCACHE_MAP)?;
+        let ipcache: LpmTrie<&MapData, PolIpcacheAddr, PolIpcacheValue> = typed(&self.ebpf, IPCACHE_MAP)?;
         for (key, value) in ipcache.iter().filter_map(Result::ok) {
             match ipcache_cidr(&key) {
                 Some(cidr) => {
@@ -33,10 +34,10 @@ impl Datapath {
         }
         for key in strays {
             let table = self.ipcache_table();
-            lpm_remove::<PolIpcacheAddr, PolIpcacheValue>(&mut self.ebpf, table, key)?;
+            remove::<Lpm<PolIpcacheAddr, PolIpcacheValue>>(&mut self.ebpf, table, key)?;
         }
         let mut strays = Vec::new();
-        let rules = lpm::<PolRuleData, PolRuleValue>(&self.ebpf, RULES_MAP)?;
+        let rules: LpmTrie<&MapData, PolRuleData, PolRuleValue> = typed(&self.ebpf, RULES_MAP)?;
         for (key, value) in rules.iter().filter_map(Result::ok) {
             match rule_key_of(&key) {
                 Some(rule) => {
@@ -47,13 +48,9 @@ impl Datapath {
         }
         for key in strays {
             let table = self.rules_table();
-            lpm_remove::<PolRuleData, PolRuleValue>(&mut self.ebpf, table, key)?;
+            remove::<Lpm<PolRuleData, PolRuleValue>>(&mut self.ebpf, table, key)?;
         }
-        let data = self.ebpf.map(CONFIG_MAP).expect("every map is in pod.o");
-        let config: Array<&MapData, PolConfig> = Array::try_from(data).map_err(|source| DatapathError::Map {
-            map: CONFIG_MAP,
-            source,
-        })?;
+        let config: Array<&MapData, PolConfig> = typed(&self.ebpf, CONFIG_MAP)?;
         self.revision = config.get(&0, 0).map(|c| c.revision).unwrap_or(0);
         self.slots = slots_of(&held);
         self.held = held;

@@ -6,8 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
+use bpfkit::entries::ignore_missing;
 
-use super::entries::{ignore_missing, map_error};
+use super::entries::map_error;
 use super::{Datapath, DatapathError, ANNOUNCE_MAPS, DEVICE_MAP};
 use crate::maps::{Lb4AnnounceKey, Lb6AnnounceKey, LbDevice};
 

@@ -8,6 +8,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
 
 use std::net::IpAddr;
 
+use bpfkit::entries::ignore_missing;
 use dualstack::Cidr;
 
 use super::{Datapath, DatapathError, BACKEND_MAPS, EMPTY_MAPS, SERVICE_MAPS, SOURCE_MAPS};
@@ -171,14 +172,6 @@ pub(super) fn source6(frontend: Ipv6Addr, f: &Frontend, source: Ipv6Addr, prefix
         source: source.octets(),
     };
     Key::new(SOURCE6_FRONTEND_BITS + u32::from(prefix), data)
-}
-
-pub(super) fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
-    match result {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other,
-    }
 }
 
 pub(super) fn map_error(map: &'static str, entries: u32, source: MapError) -> DatapathError {

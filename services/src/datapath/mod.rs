@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aya::maps::MapError;
 use aya::programs::{SchedClassifier, TcAttachType, TestRun, TestRunOptions};
@@ -63,9 +63,6 @@ const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
 /// Where `ifindex` is in `struct __sk_buff` (linux/bpf.h): after ten u32s.
 const SKB_IFINDEX_OFFSET: usize = 40;
 
-/// statfs f_type of a bpf filesystem.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 #[derive(Debug, Clone)]
 pub struct DatapathOptions {
     /// Directory on a bpf filesystem for the pinned maps and links.
@@ -89,8 +86,9 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0} is not on a bpf filesystem (mount one with: mount -t bpf bpf /sys/fs/bpf)")]
-    NotBpffs(PathBuf),
+    /// The pin directory, or pinning in it.
+    #[error(transparent)]
+    Pinned(#[from] bpfkit::pinned::PinnedError),
     #[error("loading the BPF programs: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("BPF program {name}: {source}")]
@@ -110,12 +108,6 @@ pub enum DatapathError {
         name: &'static str,
         #[source]
         source: aya::programs::links::LinkError,
-    },
-    #[error("pinning {path}: {source}")]
-    Pin {
-        path: PathBuf,
-        #[source]
-        source: aya::pin::PinError,
     },
     #[error("BPF map {map} is full ({entries} entries); raise services.mapEntries")]
     MapFull { map: &'static str, entries: u32 },
@@ -210,12 +202,5 @@ impl Datapath {
     /// Entries of each map.
     pub fn map_entries(&self) -> u32 {
         self.map_entries
-    }
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DatapathError + '_ {
-    move |source| DatapathError::Io {
-        path: path.to_path_buf(),
-        source,
     }
 }
