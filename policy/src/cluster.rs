@@ -18,22 +18,23 @@ use crate::selector::Labels;
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// All pods, namespaces and NetworkPolicies of the cluster (not only this
-/// node's: peers can be anywhere). Pods may be given as shared pointers
-/// (`Arc<Pod>`, as a watch cache holds them), which saves copying them.
+/// node's: peers can be anywhere). Pods and policies may be given as
+/// shared pointers (`Arc<Pod>`, as a watch cache holds them), which saves
+/// copying them for every compilation.
 #[derive(Debug)]
-pub struct ClusterState<'a, P = Pod> {
+pub struct ClusterState<'a, P = Pod, Q = NetworkPolicy> {
     pub pods: &'a [P],
     pub namespaces: &'a [Namespace],
-    pub policies: &'a [NetworkPolicy],
+    pub policies: &'a [Q],
 }
 
-impl<P> Clone for ClusterState<'_, P> {
+impl<P, Q> Clone for ClusterState<'_, P, Q> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<P> Copy for ClusterState<'_, P> {}
+impl<P, Q> Copy for ClusterState<'_, P, Q> {}
 
 /// A pod as policies see it.
 #[derive(Debug, Clone)]
@@ -44,7 +45,7 @@ pub(crate) struct PodView<'a> {
     pub ips: Vec<IpAddr>,
 }
 
-impl<'a, P: Borrow<Pod>> ClusterState<'a, P> {
+impl<'a, P: Borrow<Pod>, Q> ClusterState<'a, P, Q> {
     /// The pods policies apply to, sorted by name. Host-network pods are
     /// left out (NetworkPolicy does not apply to them; their node address
     /// is reachable only through ipBlock), and so are finished pods, whose

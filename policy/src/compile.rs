@@ -4,9 +4,11 @@
 //! policy selects); only ingress named ports are resolved per selected pod,
 //! because they name the selected pod's own container ports.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::cluster::{labels_of_namespace, ClusterState, PodView};
 use crate::compiled::{
@@ -21,8 +23,8 @@ use crate::validate::{validate, ValidatedPolicy};
 /// Compiles every policy for the pods `is_local` accepts (typically those
 /// whose `spec.nodeName` is this node). `previous` is the identity table of
 /// the last compilation (or the default one), so identities stay stable.
-pub fn compile<P: std::borrow::Borrow<Pod>>(
-    cluster: &ClusterState<P>,
+pub fn compile<P: Borrow<Pod>, Q: Borrow<NetworkPolicy>>(
+    cluster: &ClusterState<P, Q>,
     is_local: impl Fn(&Pod) -> bool,
     previous: &IdentityTable,
 ) -> Compiled {
@@ -39,7 +41,7 @@ pub fn compile<P: std::borrow::Borrow<Pod>>(
         })
         .collect();
 
-    let mut policies: Vec<ValidatedPolicy> = cluster.policies.iter().map(validate).collect();
+    let mut policies: Vec<ValidatedPolicy> = cluster.policies.iter().map(|p| validate(p.borrow())).collect();
     policies.sort_by(|a, b| a.name.cmp(&b.name));
     let named_ports: NamedPortsByIdentity = identities.iter().map(|(key, id)| (id, &key.named_ports)).collect();
     let resolved: Vec<ResolvedPolicy> = policies

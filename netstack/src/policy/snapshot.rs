@@ -15,11 +15,11 @@ use crate::cache::Cache;
 use crate::cni::handler::Attachment;
 
 /// The objects of one compilation: the cache's own pods (copied only where
-/// an address is filled in), copies of the rest.
+/// an address is filled in) and policies, copies of the namespaces.
 pub(super) struct Snapshot {
     pub pods: Vec<Arc<Pod>>,
     pub namespaces: Vec<Namespace>,
-    pub policies: Vec<NetworkPolicy>,
+    pub policies: Vec<Arc<NetworkPolicy>>,
 }
 
 impl Snapshot {
@@ -46,13 +46,11 @@ impl Snapshot {
         Snapshot {
             pods,
             namespaces: cache.list::<Namespace>().iter().map(|n| Namespace::clone(n)).collect(),
-            policies: (cache.list::<NetworkPolicy>().iter())
-                .map(|p| NetworkPolicy::clone(p))
-                .collect(),
+            policies: cache.list::<NetworkPolicy>(),
         }
     }
 
-    pub fn cluster(&self) -> policy::ClusterState<'_, Arc<Pod>> {
+    pub fn cluster(&self) -> policy::ClusterState<'_, Arc<Pod>, Arc<NetworkPolicy>> {
         policy::ClusterState {
             pods: &self.pods,
             namespaces: &self.namespaces,

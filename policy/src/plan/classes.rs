@@ -64,7 +64,7 @@ impl<'a> Classes<'a> {
     /// cidr but inside none of its excepts.
     pub fn matching(&self, block: &IpBlockPeer) -> Vec<CidrClass> {
         self.slots
-            .classes()
+            .classes_starting_in(&block.cidr)
             .filter(|(class, _)| block.cidr.contains(*class) && !block.except.iter().any(|e| e.contains(*class)))
             .map(|(_, number)| number)
             .collect()

@@ -112,6 +112,17 @@ impl PolicySlots {
     pub fn classes(&self) -> impl Iterator<Item = (&Cidr, CidrClass)> {
         self.classes.iter().map(|(cidr, class)| (cidr, *class))
     }
+
+    /// The boundaries whose first address lies within `cidr`: those inside
+    /// it, and maybe wider ones starting where it starts (callers still
+    /// check containment). Prefixes sort by address, then length, so this
+    /// is one range of the table rather than a scan of it: with a thousand
+    /// ipBlocks, each one's classes are found in microseconds.
+    pub fn classes_starting_in(&self, cidr: &Cidr) -> impl Iterator<Item = (&Cidr, CidrClass)> {
+        let first = Cidr::new(cidr.network(), 0).expect("a zero prefix length is valid");
+        let last = Cidr::new(cidr.broadcast(), cidr.max_prefix_len()).expect("the family's own maximum is valid");
+        self.classes.range(first..=last).map(|(cidr, class)| (cidr, *class))
+    }
 }
 
 #[cfg(test)]
