@@ -14,8 +14,21 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// asm/types.h lives under the multiarch include directory on Debian.
-const MULTIARCH_INCLUDE: &str = "/usr/include/x86_64-linux-gnu";
+/// asm/types.h lives under Debian's multiarch include directory of the
+/// machine the build runs on (clang compiles for BPF there, and layout.c
+/// runs there): `/usr/include/x86_64-linux-gnu` on a PC,
+/// `/usr/include/aarch64-linux-gnu` on an arm64 board.
+fn multiarch_include() -> String {
+    let host = std::env::var("HOST").unwrap_or_else(|_| "x86_64-unknown-linux-gnu".into());
+    let mut parts = host.split('-');
+    let arch = match parts.next().unwrap_or("x86_64") {
+        a if a.starts_with("armv") => "arm",
+        "i586" | "i686" => "i386",
+        a => a,
+    };
+    let abi = parts.next_back().unwrap_or("gnu");
+    format!("/usr/include/{arch}-linux-{abi}")
+}
 
 /// `bpfkit/layout.h`, the macros bpf/layout.c prints its rows with.
 const LAYOUT_INCLUDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/include");
@@ -57,7 +70,7 @@ impl BpfSources {
                         "-target",
                         "bpf",
                         "-I",
-                        MULTIARCH_INCLUDE,
+                        &multiarch_include(),
                         "-c",
                     ])
                     .arg(self.dir.join(format!("{program}.c")))
@@ -76,7 +89,7 @@ impl BpfSources {
         let layout = self.out.join("layout");
         run(
             Command::new("clang")
-                .args(["-Wall", "-Werror", "-I", MULTIARCH_INCLUDE, "-I", LAYOUT_INCLUDE])
+                .args(["-Wall", "-Werror", "-I", &multiarch_include(), "-I", LAYOUT_INCLUDE])
                 .arg(self.dir.join("layout.c"))
                 .arg("-o")
                 .arg(&layout),
