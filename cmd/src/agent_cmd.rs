@@ -51,6 +51,7 @@ pub fn agent(config: Config, client: kube::Client, plugin_binary: Option<PathBuf
         None => netstack::cni::CniModule::default(),
     };
     let (services, dns, policy) = (config.services.enabled, config.dns.enabled, config.policy.enabled);
+    let routing = config.routing.mode;
     let policy = policy.then(netstack::policy::PolicyModule::default);
     if let Some(policy) = &policy {
         cni = cni.with_hook(policy.interface_hook());
@@ -64,6 +65,9 @@ pub fn agent(config: Config, client: kube::Client, plugin_binary: Option<PathBuf
     }
     if dns {
         agent = agent.with_module(Box::<netstack::dns::DnsModule>::default());
+    }
+    if routing != netstack::config::RoutingMode::None {
+        agent = agent.with_module(Box::<netstack::routing::RoutingModule>::default());
     }
     agent
 }

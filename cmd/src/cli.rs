@@ -28,6 +28,8 @@ pub enum Command {
     Ipam(QueryArgs),
     /// Each Service's frontends and backends, as the BPF maps hold them.
     Services(QueryArgs),
+    /// Other Nodes: their addresses and pod CIDRs, and the routes (tunnels) to them.
+    Nodes(QueryArgs),
     /// Cluster DNS: the server's state, or ask it a question.
     Dns(DnsArgs),
     /// NetworkPolicy: what is enforced, why a flow is allowed or denied, what was dropped.
@@ -150,6 +152,7 @@ pub fn main() -> ExitCode {
         Command::Dns(args) => crate::dns_cmd::run(args),
         Command::Policy(args) => crate::policy_cmd::run(args),
         Command::Services(args) => crate::services_cmd::run(args),
+        Command::Nodes(args) => crate::nodes_cmd::run(args),
         Command::Version => {
             print_version();
             Ok(ExitCode::SUCCESS)

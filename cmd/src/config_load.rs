@@ -92,6 +92,7 @@ impl ConfigFlags {
             services: Default::default(),
             dns: Default::default(),
             policy: Default::default(),
+            routing: Default::default(),
             shutdown_grace_seconds: None,
         }
     }

@@ -10,6 +10,7 @@ pub mod install;
 pub mod ipam_cmd;
 pub mod kube_client;
 pub mod logging;
+pub mod nodes_cmd;
 pub mod policy_cmd;
 pub mod sandbox_cmd;
 pub mod services_cmd;

@@ -51,7 +51,25 @@ pub struct RawConfig {
     pub dns: RawDnsConfig,
     #[serde(default)]
     pub policy: RawPolicyConfig,
+    #[serde(default)]
+    pub routing: RawRoutingConfig,
     pub shutdown_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawRoutingConfig {
+    /// How pod traffic reaches the pods of other nodes: `none` (a
+    /// single node, or another component routes), `native` (routes via
+    /// the other nodes' InternalIPs, which must be on-link) or `vxlan`.
+    pub mode: Option<String>,
+    /// VXLAN network identifier of the tunnels.
+    pub vni: Option<u32>,
+    /// UDP port of the tunnels.
+    pub port: Option<u16>,
+    /// The underlay interface; default: the one holding the Node's
+    /// InternalIP (of each family).
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,7 +181,36 @@ pub struct Config {
     pub services: ServicesConfig,
     pub dns: DnsConfig,
     pub policy: PolicyConfig,
+    pub routing: RoutingConfig,
     pub shutdown_grace_seconds: u64,
+}
+
+/// How pod traffic reaches the pods of other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingMode {
+    None,
+    Native,
+    Vxlan,
+}
+
+impl std::fmt::Display for RoutingMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RoutingMode::None => "none",
+            RoutingMode::Native => "native",
+            RoutingMode::Vxlan => "vxlan",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingConfig {
+    pub mode: RoutingMode,
+    pub vni: u32,
+    pub port: u16,
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -312,6 +359,12 @@ impl RawConfig {
                 ipcache_entries: over.policy.ipcache_entries.or(self.policy.ipcache_entries),
                 ct_entries: over.policy.ct_entries.or(self.policy.ct_entries),
             },
+            routing: RawRoutingConfig {
+                mode: over.routing.mode.or(self.routing.mode),
+                vni: over.routing.vni.or(self.routing.vni),
+                port: over.routing.port.or(self.routing.port),
+                device: over.routing.device.or(self.routing.device),
+            },
             shutdown_grace_seconds: over.shutdown_grace_seconds.or(self.shutdown_grace_seconds),
         }
     }
@@ -395,6 +448,7 @@ impl RawConfig {
         let services = self.services.validate(&[&cluster_cidr, &service_cidr])?;
         let dns = self.dns.validate()?;
         let policy = self.policy.validate()?;
+        let routing = self.routing.validate()?;
         Ok(Config {
             node_name,
             kubeconfig: self.kubeconfig,
@@ -416,6 +470,7 @@ impl RawConfig {
             services,
             dns,
             policy,
+            routing,
             shutdown_grace_seconds: self.shutdown_grace_seconds.unwrap_or(10),
         })
     }
@@ -467,6 +522,36 @@ impl RawServicesConfig {
             map_entries,
             devices,
             load_balancer_pools,
+        })
+    }
+}
+
+impl RawRoutingConfig {
+    fn validate(self) -> Result<RoutingConfig, ConfigError> {
+        let mode = match self.mode.as_deref().unwrap_or("none") {
+            "none" => RoutingMode::None,
+            "native" => RoutingMode::Native,
+            "vxlan" => RoutingMode::Vxlan,
+            other => return Err(bad("routing.mode", other, "must be none, native or vxlan")),
+        };
+        let vni = self.vni.unwrap_or(1);
+        if !(1..=0xff_ffff).contains(&vni) {
+            return Err(bad("routing.vni", vni, "must be between 1 and 16777215"));
+        }
+        let port = self.port.unwrap_or(8472);
+        if port == 0 {
+            return Err(bad("routing.port", port, "must be a port number (1-65535)"));
+        }
+        if let Some(d) = self.device.as_deref() {
+            if d.is_empty() || d.len() > 15 || d.contains(['/', ' ', ':']) {
+                return Err(bad("routing.device", d, "not a network interface name"));
+            }
+        }
+        Ok(RoutingConfig {
+            mode,
+            vni,
+            port,
+            device: self.device,
         })
     }
 }
@@ -696,6 +781,13 @@ mod tests {
         );
         assert_eq!(c.admin.socket, PathBuf::from("/run/netlet/admin.sock"));
         assert_eq!(c.cluster_domain, "cluster.local");
+        let routing = RoutingConfig {
+            mode: RoutingMode::None,
+            vni: 1,
+            port: 8472,
+            device: None,
+        };
+        assert_eq!(c.routing, routing);
     }
 
     #[test]
@@ -739,6 +831,9 @@ mod tests {
             (r#"{"dns":{"podRecords":"all"}}"#, "disabled, insecure or verified"),
             (r#"{"dns":{"upstreams":["8.8.8.8:x"]}}"#, "not an IP or IP:port"),
             (r#"{"dns":{"ttl":0}}"#, "between 1 and 3600"),
+            (r#"{"routing":{"mode":"bgp"}}"#, "none, native or vxlan"),
+            (r#"{"routing":{"vni":16777216}}"#, "between 1 and 16777215"),
+            (r#"{"routing":{"port":0}}"#, "must be a port number"),
         ];
         for (input, want) in cases {
             let err = raw(input).validate("n").unwrap_err().to_string();

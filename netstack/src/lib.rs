@@ -1,7 +1,7 @@
 //! The netlet agent runtime: the shared watch cache, the local store, the
-//! admin API and the module runtime. Modules (IPAM, Services, DNS, policy)
-//! plug in through [`module::Module`] and read the cache; they never watch
-//! the API themselves.
+//! admin API and the module runtime. Modules (IPAM, Services, DNS, policy,
+//! node routing) plug in through [`module::Module`] and read the cache;
+//! they never watch the API themselves.
 
 pub mod admin;
 pub mod agent;
@@ -13,6 +13,7 @@ pub mod lb;
 pub mod metrics;
 pub mod module;
 pub mod policy;
+pub mod routing;
 pub mod store;
 pub mod wire;
 

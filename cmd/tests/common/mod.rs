@@ -347,3 +347,320 @@ impl NodeWithOutside {
         NodeWithOutside { node, outside, wire }
     }
 }
+
+/// One node of a [`Cluster`]: a network namespace joined to the cluster's
+/// link, an agent of its own in it, and the netlet plugin for its socket.
+pub struct ClusterNode {
+    pub name: String,
+    pub ns: testbed::Netns,
+    /// The node's InternalIPs (on `eth0`), IPv4 then IPv6.
+    pub v4: String,
+    pub v6: String,
+    /// The Node's `spec.podCIDRs`.
+    pub pod_cidrs: Vec<String>,
+    pub plugin: Plugin,
+    pub dir: PathBuf,
+    /// The agent's runtime, whose threads were born in `ns`.
+    rt: Option<tokio::runtime::Runtime>,
+    agent: Option<netstack::RunningAgent>,
+    _wire: testbed::VethPair,
+}
+
+impl ClusterNode {
+    /// Runs `f` to completion on the agent's runtime from a thread inside
+    /// the node's namespace: whatever it does to the kernel, it does there.
+    pub fn block_on<F: std::future::Future + Send>(&self, f: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        let rt = self.rt.as_ref().expect("the node's runtime");
+        self.ns.run(|| rt.block_on(f))
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.join("run/admin.sock")
+    }
+
+    /// `netlet <what> -o json` against this node's agent.
+    pub fn query(&self, what: &str) -> Value {
+        let out = Command::new(NETLET)
+            .args([what, "-o", "json", "--socket"])
+            .arg(self.admin_socket())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("netlet {what}: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    /// `netlet <what>` (table output) against this node's agent.
+    pub fn query_table(&self, what: &str) -> String {
+        let out = Command::new(NETLET)
+            .args([what, "--socket"])
+            .arg(self.admin_socket())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "netlet {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn metrics(&self) -> String {
+        let socket = self.admin_socket();
+        self.block_on(async move { netstack::admin::client::get(&socket, "/metrics").await })
+            .unwrap()
+            .body
+    }
+
+    /// `ip <args>` inside the node, its output; panics when it fails.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut argv = vec!["ip"];
+        argv.extend(args);
+        let out = self.ns.exec(&argv);
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops the agent (kernel state stays, as when it restarts).
+    pub fn stop_agent(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            self.block_on(agent.shutdown());
+        }
+    }
+
+    /// Starts the node's agent with `extra` config, and waits until it is
+    /// ready.
+    pub fn start_agent(&mut self, kubeconfig: &Path, extra: &Value) {
+        self.stop_agent();
+        let mut raw = json!({
+            "nodeName": self.name, "stateDir": self.dir.join("state"), "runDir": self.dir.join("run"), "mtu": 1400,
+            "kubeconfig": kubeconfig,
+            "cni": {"confDir": self.dir.join("net.d"), "binDir": self.dir.join("bin")},
+        });
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            raw[key] = value.clone();
+        }
+        let name = self.name.clone();
+        let agent = self.block_on(async move {
+            let raw: netstack::RawConfig = serde_json::from_value(raw).unwrap();
+            let config = raw.validate(&name).unwrap();
+            let client = netlet::kube_client::client(config.kubeconfig.as_deref()).await.unwrap();
+            let agent = netlet::agent_cmd::agent(config, client, Some(NETLET.into()))
+                .start()
+                .await
+                .unwrap();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !agent.status().ready {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "agent of {name} not ready: {:?}",
+                    agent.status().not_ready
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            agent
+        });
+        self.agent = Some(agent);
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.stop_agent();
+        // Shut the runtime down from inside the namespace too.
+        if let Some(rt) = self.rt.take() {
+            self.ns.run(move || drop(rt));
+        }
+    }
+}
+
+/// Nodes joined by veths to one bridge in a "link" namespace, which also
+/// holds the API stand-in (on the bridge's address, so every node reaches
+/// it): a small cluster in one process. Node `i` (from 0) has InternalIPs
+/// 192.168.77.(i+1) and fd00:77::(i+1), and podCIDRs 10.42.(i+1).0/24 and
+/// fd00:42:0:(i+1)::/64.
+pub struct Cluster {
+    pub nodes: Vec<ClusterNode>,
+    pub kubeconfig: PathBuf,
+    api_rt: Option<tokio::runtime::Runtime>,
+    api: Option<standin::ApiServer>,
+    pub link: testbed::Netns,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `count` nodes (namespaces named after `prefix`), their Node objects
+    /// created, no agents yet.
+    pub fn new(prefix: &str, count: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let link = testbed::Netns::new(&format!("{prefix}l")).unwrap();
+        for argv in [
+            &["ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"][..],
+            &["ip", "addr", "add", "192.168.77.254/24", "dev", "br0"],
+            &["ip", "addr", "add", "fd00:77::fe/64", "dev", "br0", "nodad"],
+            &["ip", "link", "set", "br0", "up"],
+        ] {
+            let out = link.exec(argv);
+            assert!(
+                out.status.success(),
+                "{argv:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let (api_rt, api) = link.run(|| {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let options = standin::Options {
+                addr: "192.168.77.254:0".parse().unwrap(),
+                ..Default::default()
+            };
+            let api = rt.block_on(standin::ApiServer::start(options)).unwrap();
+            (rt, api)
+        });
+        let kubeconfig = dir.path().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig).unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..count {
+            let name = format!("{prefix}-node-{i}");
+            let ns = testbed::Netns::new(&format!("{prefix}{i}")).unwrap();
+            let port = format!("{prefix}p{i}");
+            let wire = testbed::veth(Some(&ns), "eth0", Some(&link), &port).unwrap();
+            let out = link.exec(&["ip", "link", "set", &port, "master", "br0"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let (v4, v6) = (format!("192.168.77.{}", i + 1), format!("fd00:77::{}", i + 1));
+            for address in [format!("{v4}/24"), format!("{v6}/64")] {
+                let out = ns.exec(&["ip", "addr", "add", &address, "dev", "eth0", "nodad"]);
+                assert!(
+                    out.status.success(),
+                    "{address}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let out = ns.exec(&["ip", "link", "set", "lo", "up"]);
+            assert!(out.status.success());
+            let node_dir = dir.path().join(&name);
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let rt = ns.run(|| tokio::runtime::Runtime::new().unwrap());
+            nodes.push(ClusterNode {
+                pod_cidrs: vec![format!("10.42.{}.0/24", i + 1), format!("fd00:42:0:{}::/64", i + 1)],
+                plugin: Plugin {
+                    socket: node_dir.join("run/cni.sock"),
+                },
+                dir: node_dir,
+                name,
+                ns,
+                v4,
+                v6,
+                rt: Some(rt),
+                agent: None,
+                _wire: wire,
+            });
+        }
+        let cluster = Cluster {
+            nodes,
+            kubeconfig,
+            api_rt: Some(api_rt),
+            api: Some(api),
+            link,
+            dir,
+        };
+        for i in 0..count {
+            cluster.create_node(i);
+        }
+        cluster
+    }
+
+    /// A client of the stand-in, for the test thread (the link namespace's
+    /// runtime makes the connections, from inside it).
+    pub fn api<T, F>(&self, f: impl FnOnce(kube::Client) -> F + Send) -> T
+    where
+        F: std::future::Future<Output = T> + Send,
+        T: Send,
+    {
+        let rt = self.api_rt.as_ref().unwrap();
+        let kubeconfig = self.kubeconfig.clone();
+        self.link.run(|| {
+            rt.block_on(async move {
+                let client = netlet::kube_client::client(Some(&kubeconfig)).await.unwrap();
+                f(client).await
+            })
+        })
+    }
+
+    /// Creates node `i`'s Node object: podCIDRs and InternalIPs.
+    pub fn create_node(&self, i: usize) {
+        let n = &self.nodes[i];
+        let node: Node =
+            serde_json::from_value(json!({"metadata": {"name": n.name}, "spec": {"podCIDRs": n.pod_cidrs}})).unwrap();
+        let addresses = json!({"status": {"addresses": [
+            {"type": "InternalIP", "address": n.v4}, {"type": "InternalIP", "address": n.v6},
+        ]}});
+        let name = n.name.clone();
+        self.api(|client| async move {
+            let nodes = kube::Api::<Node>::all(client);
+            nodes.create(&Default::default(), &node).await.unwrap();
+            nodes
+                .patch_status(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&addresses),
+                )
+                .await
+                .unwrap();
+        });
+    }
+
+    /// Sets node `i`'s InternalIPs in the API (not on its interface).
+    pub fn set_internal_ips(&self, i: usize, v4: &str, v6: &str) {
+        let name = self.nodes[i].name.clone();
+        let addresses = json!({"status": {"addresses": [
+            {"type": "InternalIP", "address": v4}, {"type": "InternalIP", "address": v6},
+        ]}});
+        self.api(|client| async move {
+            kube::Api::<Node>::all(client)
+                .patch_status(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&addresses),
+                )
+                .await
+                .unwrap();
+        });
+    }
+
+    /// Deletes node `i`'s Node object, as when a node leaves the cluster.
+    pub fn delete_node(&self, i: usize) {
+        let name = self.nodes[i].name.clone();
+        self.api(|client| async move {
+            kube::Api::<Node>::all(client)
+                .delete(&name, &Default::default())
+                .await
+                .unwrap();
+        });
+    }
+
+    /// Starts every node's agent with `extra` config.
+    pub fn start_agents(&mut self, extra: &Value) {
+        let kubeconfig = self.kubeconfig.clone();
+        for n in &mut self.nodes {
+            n.start_agent(&kubeconfig, extra);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Agents before the API they watch; the API from inside its namespace.
+        self.nodes.clear();
+        let (rt, api) = (self.api_rt.take(), self.api.take());
+        self.link.run(move || {
+            drop(api);
+            drop(rt);
+        });
+    }
+}

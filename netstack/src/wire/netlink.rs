@@ -73,6 +73,11 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
+    /// The rtnetlink handle, for the wire's other helpers (overlay).
+    pub(super) fn handle(&self) -> &rtnetlink::Handle {
+        &self.handle
+    }
+
     pub async fn find(&self, name: &str) -> Result<Option<Link>, WireError> {
         let mut links = self.handle.link().get().match_name(name.to_string()).execute();
         match links.try_next().await {
