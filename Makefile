@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deps build sandbox test unit lint fuzz bench-memory bench-cni bench-services bench-dns bench-policy release clean
+.PHONY: deps build sandbox test vm-test unit lint fuzz bench-footprint bench-memory bench-cni bench-services bench-dns bench-policy release clean
 
 deps:
 	@scripts/install-deps.sh
@@ -21,6 +21,13 @@ test:
 	$(CARGO) test --workspace --no-fail-fast
 	scripts/fuzz.sh
 
+## The multi-node tests alone: QEMU VMs (TCG), one agent per VM, with
+## their output (needs root). NETLET_VM_SCENARIOS=basic,native picks scenarios.
+vm-test:
+	@scripts/install-deps.sh vm
+	$(CARGO) build -p netlet
+	$(CARGO) test -p vm-tests --test cluster -- --nocapture
+
 ## The DNS fuzz targets alone: scripts/fuzz.sh [SECONDS per target].
 fuzz:
 	scripts/fuzz.sh
@@ -36,9 +43,13 @@ lint:
 release: deps
 	$(CARGO) build --release -p netlet
 
-## Agent memory after syncing 1,000 Services / 5,000 endpoints / 1,000 Pods.
-bench-memory: release
-	$(CARGO) run --release -p bench --bin cache-memory -- --netlet target/release/netlet
+## RSS and CPU of the agent with every module on, idle and with 1,000 Services /
+## 5,000 endpoints / 100 NetworkPolicies / 100 pods; the stripped binary's size.
+bench-footprint: release
+	$(CARGO) run --release -p bench --bin footprint -- --netlet target/release/netlet
+
+## The former name of bench-footprint.
+bench-memory: bench-footprint
 
 ## CNI ADD+DEL latency, netlet against the reference bridge + host-local plugins.
 bench-cni: release

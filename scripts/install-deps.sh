@@ -14,6 +14,13 @@ needs=(
   "socat:socat"
   "ping:iputils-ping"
 )
+# Multi-node tests (vm-tests/) boot QEMU VMs (TCG; KVM not needed) on the
+# Debian cloud kernel, from an initramfs built of busybox-static, netlet and
+# the kernel's modules (cpio, kmod's modinfo). Part of `test`; `vm` alone
+# installs just these.
+vm_needs=("qemu-system-x86_64:qemu-system-x86" "/boot/vmlinuz-*-cloud-amd64:linux-image-cloud-amd64"
+          "/bin/busybox:busybox-static" "cpio:cpio" "modinfo:kmod"
+          "/etc/ssl/certs/ca-certificates.crt:ca-certificates")
 case "${1:-}" in
   # Benchmarks compare against the reference CNI plugins, against
   # kube-proxy's iptables rules, and (cluster DNS, under dnsperf) against
@@ -25,9 +32,10 @@ case "${1:-}" in
   # netlet, and run containerd (installed by containerd-bed.sh below).
   # `netlet install`'s unit file is checked with systemd-analyze verify.
   test) needs+=("/usr/lib/cni/portmap:containernetworking-plugins" "iptables-save:iptables"
-                "systemd-analyze:systemd") ;;
+                "systemd-analyze:systemd" "${vm_needs[@]}") ;;
+  vm) needs+=("${vm_needs[@]}") ;;
   "") ;;
-  *) echo "install-deps: unknown set $1 (bench or test)" >&2; exit 2 ;;
+  *) echo "install-deps: unknown set $1 (bench, test or vm)" >&2; exit 2 ;;
 esac
 # kubectl: any kubectl will do (some images ship one outside Debian's).
 command -v kubectl >/dev/null 2>&1 || needs+=("kubectl:kubernetes-client")
@@ -36,7 +44,8 @@ missing=()
 for pair in "${needs[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}
   if [ "${cmd#/}" != "$cmd" ]; then
-    [ -e "$cmd" ] || missing+=("$pkg")   # a path, not a command
+    # a path (or a glob: any match will do), not a command
+    compgen -G "$cmd" >/dev/null || missing+=("$pkg")
   else
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
   fi
