@@ -6,8 +6,7 @@
 //! Each prints a result line; the suite prints its total time.
 //!
 //! NETLET_VM_SCENARIOS=basic,switch runs only those (in this file's
-//! order); `switch` is opt-in (see [`switch`]). NETLET_VM_NODES=3 boots
-//! three VMs instead of two.
+//! order). NETLET_VM_NODES=3 boots three VMs instead of two.
 
 use std::time::Instant;
 
@@ -117,10 +116,9 @@ fn vxlan(c: &mut Cluster) -> Outcome {
 }
 
 /// Live nodes change routing mode: agents restarted from `native` to
-/// `vxlan` must replace the native routes with tunnel routes. Opt-in: it
-/// fails with the routing module as of this writing (the IPv6 tunnel route
-/// `<podCIDR> via <podCIDR>:: onlink` is refused with EINVAL while the
-/// native route to the same podCIDR through eth0 is still there).
+/// `vxlan` must replace the native routes with tunnel routes (the kernel
+/// refuses to turn an IPv6 route through eth0 into an onlink one through
+/// the tunnel in place, so the agent removes the old one first).
 fn switch(c: &mut Cluster) -> Outcome {
     if c.spec.routing_mode.as_deref() != Some("native") {
         native(c)?;
@@ -155,7 +153,7 @@ const SCENARIOS: &[Scenario] = &[
         name: "switch",
         boot_mode: None,
         run: switch,
-        default: false,
+        default: true,
     },
     Scenario {
         name: "vxlan",

@@ -109,6 +109,19 @@ pub async fn apply(nl: &Netlink, config: &RoutingConfig, plan: &Plan) -> (Instal
                 }
             }
             for r in want.difference(&have) {
+                if nl.replace_route(r, ROUTE_PROTOCOL).await.is_ok() {
+                    continue;
+                }
+                // The kernel will not replace every route in place: an IPv6
+                // route via the underlay does not turn into an onlink one
+                // through a tunnel (a switch from native to vxlan). Then the
+                // old one goes first, a brief gap for a rare change.
+                let same_destination = have
+                    .iter()
+                    .filter(|h| (h.destination, h.prefix) == (r.destination, r.prefix));
+                for old in same_destination {
+                    let _ = nl.delete_route(old, ROUTE_PROTOCOL).await;
+                }
                 if let Err(e) = nl.replace_route(r, ROUTE_PROTOCOL).await {
                     errors.push(e.to_string());
                 }
