@@ -69,6 +69,8 @@ pub fn agent(config: Config, client: kube::Client, plugin_binary: Option<PathBuf
     if routing != netstack::config::RoutingMode::None {
         agent = agent.with_module(Box::<netstack::routing::RoutingModule>::default());
     }
+    // Always: with egress.masquerade off it removes an earlier table.
+    agent = agent.with_module(Box::<netstack::egress::EgressModule>::default());
     agent
 }
 

@@ -93,6 +93,7 @@ impl ConfigFlags {
             dns: Default::default(),
             policy: Default::default(),
             routing: Default::default(),
+            egress: Default::default(),
             shutdown_grace_seconds: None,
         }
     }

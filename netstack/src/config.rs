@@ -53,7 +53,21 @@ pub struct RawConfig {
     pub policy: RawPolicyConfig,
     #[serde(default)]
     pub routing: RawRoutingConfig,
+    #[serde(default)]
+    pub egress: RawEgressConfig,
     pub shutdown_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawEgressConfig {
+    /// Source-NAT pod traffic leaving the cluster to the node's address
+    /// (masquerade, per family); default true, as k3s/flannel do.
+    pub masquerade: Option<bool>,
+    /// More destinations pods reach with their own address (besides
+    /// clusterCIDR and serviceCIDR), e.g. other private networks.
+    #[serde(rename = "exceptCIDRs")]
+    pub except_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,7 +196,20 @@ pub struct Config {
     pub dns: DnsConfig,
     pub policy: PolicyConfig,
     pub routing: RoutingConfig,
+    pub egress: EgressConfig,
     pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressConfig {
+    pub masquerade: bool,
+    #[serde(rename = "exceptCIDRs", serialize_with = "display_all")]
+    pub except_cidrs: Vec<dualstack::Cidr>,
+}
+
+fn display_all<T: std::fmt::Display, S: serde::Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(ToString::to_string))
 }
 
 /// How pod traffic reaches the pods of other nodes.
@@ -365,6 +392,10 @@ impl RawConfig {
                 port: over.routing.port.or(self.routing.port),
                 device: over.routing.device.or(self.routing.device),
             },
+            egress: RawEgressConfig {
+                masquerade: over.egress.masquerade.or(self.egress.masquerade),
+                except_cidrs: over.egress.except_cidrs.or(self.egress.except_cidrs),
+            },
             shutdown_grace_seconds: over.shutdown_grace_seconds.or(self.shutdown_grace_seconds),
         }
     }
@@ -449,6 +480,7 @@ impl RawConfig {
         let dns = self.dns.validate()?;
         let policy = self.policy.validate()?;
         let routing = self.routing.validate()?;
+        let egress = self.egress.validate()?;
         Ok(Config {
             node_name,
             kubeconfig: self.kubeconfig,
@@ -471,6 +503,7 @@ impl RawConfig {
             dns,
             policy,
             routing,
+            egress,
             shutdown_grace_seconds: self.shutdown_grace_seconds.unwrap_or(10),
         })
     }
@@ -552,6 +585,21 @@ impl RawRoutingConfig {
             vni,
             port,
             device: self.device,
+        })
+    }
+}
+
+impl RawEgressConfig {
+    fn validate(self) -> Result<EgressConfig, ConfigError> {
+        let except_cidrs = self
+            .except_cidrs
+            .unwrap_or_default()
+            .iter()
+            .map(|c| dualstack::parse_cidr(c).map_err(|e| bad("egress.exceptCIDRs", c, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EgressConfig {
+            masquerade: self.masquerade.unwrap_or(true),
+            except_cidrs,
         })
     }
 }
@@ -788,6 +836,12 @@ mod tests {
             device: None,
         };
         assert_eq!(c.routing, routing);
+        assert!(c.egress.masquerade && c.egress.except_cidrs.is_empty());
+        let c = raw(r#"{"egress":{"masquerade":false,"exceptCIDRs":["192.168.0.0/16","fd00:1::/48"]}}"#)
+            .validate("n")
+            .unwrap();
+        assert!(!c.egress.masquerade);
+        assert_eq!(c.egress.except_cidrs.len(), 2);
     }
 
     #[test]
@@ -834,6 +888,8 @@ mod tests {
             (r#"{"routing":{"mode":"bgp"}}"#, "none, native or vxlan"),
             (r#"{"routing":{"vni":16777216}}"#, "between 1 and 16777215"),
             (r#"{"routing":{"port":0}}"#, "must be a port number"),
+            (r#"{"egress":{"exceptCIDRs":["10.0.0.1/8"]}}"#, "has host bits set"),
+            (r#"{"egress":{"exceptCIDRs":["private"]}}"#, "egress.exceptCIDRs"),
         ];
         for (input, want) in cases {
             let err = raw(input).validate("n").unwrap_err().to_string();

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cni;
 pub mod config;
 pub mod dns;
+pub mod egress;
 pub mod lb;
 pub mod metrics;
 pub mod module;

@@ -9,6 +9,7 @@
 
 pub(crate) mod netlink;
 mod netns;
+pub mod nft;
 pub mod overlay;
 mod reaper;
 mod sysctl;
