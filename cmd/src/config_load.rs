@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use netstack::config::{RawAdminConfig, RawCniConfig, RawConfig};
+use netstack::config::{RawAdminConfig, RawCniConfig, RawConfig, RawEgressConfig};
 use netstack::Config;
 
 /// Config flags; each also reads its `NETLET_*` environment variable.
@@ -61,6 +61,9 @@ pub struct ConfigFlags {
     /// Where to install this binary as the `netlet` CNI plugin.
     #[arg(long, env = "NETLET_CNI_BIN_DIR")]
     pub cni_bin_dir: Option<PathBuf>,
+    /// Masquerade pod traffic leaving the cluster to the node's address.
+    #[arg(long, env = "NETLET_EGRESS_MASQUERADE")]
+    pub egress_masquerade: Option<bool>,
 }
 
 impl ConfigFlags {
@@ -93,7 +96,10 @@ impl ConfigFlags {
             dns: Default::default(),
             policy: Default::default(),
             routing: Default::default(),
-            egress: Default::default(),
+            egress: RawEgressConfig {
+                masquerade: self.egress_masquerade,
+                ..Default::default()
+            },
             shutdown_grace_seconds: None,
         }
     }

@@ -57,6 +57,8 @@ impl Dirs {
             self.s("net.d"),
             "--cni-bin-dir".into(),
             self.s("bin"),
+            // This machine's own namespace: leave no NAT table behind.
+            "--egress-masquerade=false".into(),
         ]
     }
     fn spawn_agent(&self, kubeconfig: &Path) -> Child {

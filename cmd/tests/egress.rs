@@ -170,7 +170,8 @@ fn pods_reach_the_outside_as_the_node_and_each_other_as_themselves() {
     node.run(|| {
         let bed = Bed::new(&["10.131.0.0/28", "fd00:131::/124"]);
         bed.set_node_addresses(external_addresses());
-        let cluster = json!({"clusterCIDR": "10.131.0.0/16,fd00:131::/56"});
+        // Test beds leave egress NAT off by default; this test is about it.
+        let cluster = json!({"clusterCIDR": "10.131.0.0/16,fd00:131::/56", "egress": {"masquerade": true}});
         let agent = bed.agent_with(cluster.clone());
         let conf = bed.plugin.conf("1.0.0", json!({}));
         let (a, b) = (Netns::new("ega").unwrap(), Netns::new("egb").unwrap());
@@ -267,7 +268,7 @@ fn pods_reach_the_outside_as_the_node_and_each_other_as_themselves() {
         // (and so, here, not at all).
         bed.rt.block_on(agent.shutdown());
         let mut except = cluster.clone();
-        except["egress"] = json!({"exceptCIDRs": ["192.0.2.0/24"]});
+        except["egress"] = json!({"masquerade": true, "exceptCIDRs": ["192.0.2.0/24"]});
         let agent = bed.agent_with(except);
         let got = seen_as_eventually(&a.path(), outside(OUTSIDE_V6), Proto::Tcp);
         assert_eq!(got.as_deref(), Some("fd00:ffff::1"), "IPv6 is still masqueraded");

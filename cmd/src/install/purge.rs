@@ -52,6 +52,12 @@ async fn links(config: &Config, report: &Report) -> anyhow::Result<()> {
     if had_link {
         report.say(Did::Removed, format!("link {DNS_LINK}"));
     }
+    let had_table = tokio::task::spawn_blocking(netstack::egress::release)
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot remove the egress NAT table: {e}"))?;
+    if had_table {
+        report.say(Did::Removed, "nftables table inet netlet (egress NAT)".to_string());
+    }
     for address in had {
         report.say(Did::Removed, format!("address {address}"));
     }

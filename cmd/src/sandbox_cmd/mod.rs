@@ -135,6 +135,10 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = netstack::dns::release(&cluster_dns).await {
         eprintln!("netlet sandbox: cannot remove the cluster DNS addresses: {e}");
     }
+    // Nor the egress NAT table.
+    if let Err(e) = netstack::egress::release() {
+        eprintln!("netlet sandbox: cannot remove the egress NAT table: {e}");
+    }
     // Unpinning the links detaches the programs; the maps go with them.
     drop(pins);
     api.shutdown().await;

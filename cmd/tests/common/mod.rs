@@ -239,6 +239,9 @@ impl Bed {
     pub fn agent_with(&self, extra: Value) -> netstack::RunningAgent {
         let mut raw = json!({
             "nodeName": NODE, "stateDir": self.dir.path().join("state"), "runDir": self.dir.path().join("run"), "mtu": 1400,
+            // Off unless a test is about it: agents of tests that run in
+            // this machine's own namespace would leave the NAT table there.
+            "egress": {"masquerade": false},
             "cni": {"confDir": self.dir.path().join("net.d"), "binDir": self.dir.path().join("bin")},
         });
         for (key, value) in extra.as_object().into_iter().flatten() {
@@ -286,6 +289,7 @@ impl AgentProcess {
                 .arg(d.join("net.d"))
                 .arg("--cni-bin-dir")
                 .arg(d.join("bin"))
+                .arg("--egress-masquerade=false")
                 .env("NETLET_LOG", "off")
                 .spawn()
                 .unwrap(),

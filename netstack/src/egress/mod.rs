@@ -132,6 +132,25 @@ async fn blocking<T: Send + 'static>(
         .expect("nf_tables calls do not panic")
 }
 
+/// Removes the egress NAT table from the calling thread's network
+/// namespace, for teardown (`netlet uninstall --purge`, the sandbox); the
+/// agent itself leaves it in place across restarts. Returns whether it was
+/// there; a kernel without nf_tables has nothing to remove.
+pub fn release() -> Result<bool, NftError> {
+    let socket = match NftSocket::open() {
+        Ok(s) => s,
+        Err(e) if e.is_unsupported() => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let had = socket.table_exists(rules::FAMILY, rules::TABLE)?;
+    if had {
+        let mut batch = socket.batch();
+        rules::remove(&mut batch);
+        socket.apply(batch)?;
+    }
+    Ok(had)
+}
+
 /// This Node's own addresses, from its status.
 fn node_addresses(ctx: &ModuleContext) -> Vec<IpAddr> {
     ctx.cache
@@ -179,12 +198,10 @@ async fn run(ctx: ModuleContext, shared: SharedReport, metrics: Arc<EgressMetric
 
     if !masquerade {
         let start = Instant::now();
-        let result = blocking(&socket, |s| {
-            let mut batch = s.batch();
-            rules::remove(&mut batch);
-            s.apply(batch)
-        })
-        .await;
+        let result = tokio::task::spawn_blocking(release)
+            .await
+            .expect("nf_tables calls do not panic")
+            .map(drop);
         match &result {
             Ok(()) => tracing::info!(%table, "egress masquerading is off; its table is removed"),
             Err(e) if e.is_unsupported() => {
