@@ -78,14 +78,22 @@ struct lb6_source_key {
 struct lb4_backend {
 	__be32 address;
 	__be16 port;
-	__u8 pad[2];
+	__u8 flags;
+	__u8 pad;
 };
 
 struct lb6_backend {
 	__u8 address[16];
 	__be16 port;
-	__u8 pad[2];
+	__u8 flags;
+	__u8 pad;
 };
+
+/* lb4_backend.flags / lb6_backend.flags: the endpoint is on another node
+ * (its EndpointSlice nodeName says so). Traffic from outside sent there
+ * gets this node's address as its source (SNAT), so that the reply comes
+ * back through this node for the reverse translation. */
+#define LB_BACKEND_REMOTE 1
 
 /* Session affinity: the backend a client last used for a frontend. The
  * client is its network namespace (a pod, or the node's own processes),
@@ -166,13 +174,48 @@ struct ct6_key {
 struct ct4_value {
 	__be32 address;
 	__be16 port;
-	__u8 pad[2];
+	/* Forward entries of a flow to a remote backend: the source port it
+	 * leaves with, from this node's address (nl_lb_node); 0: no SNAT. */
+	__be16 snat_port;
 };
 
 struct ct6_value {
 	__u8 address[16];
 	__be16 port;
-	__u8 pad[2];
+	__be16 snat_port;
+};
+
+/* SNAT for traffic from outside to a backend on another node: keyed by the
+ * backend's reply (a ct4_key/ct6_key: from the backend to this node's
+ * address and the flow's SNAT port), what it must become: from the
+ * frontend, to the client, sent out of the interface the client's packets
+ * came in on, to the MAC they came from. */
+struct snat4_value {
+	__be32 client;
+	__be32 frontend;
+	__be16 client_port;
+	__be16 frontend_port;
+	__u32 ifindex;
+	__u8 client_mac[6];
+	__u8 node_mac[6];
+};
+
+struct snat6_value {
+	__u8 client[16];
+	__u8 frontend[16];
+	__be16 client_port;
+	__be16 frontend_port;
+	__u32 ifindex;
+	__u8 client_mac[6];
+	__u8 node_mac[6];
+};
+
+/* The single entry (key 0) of nl_lb_node: the node's addresses that SNATed
+ * traffic leaves with (its InternalIPs, written by the agent); all zeros
+ * where the node has none of the family, and then no SNAT is done. */
+struct lb_node {
+	__u8 v6[16];
+	__be32 v4;
 };
 
 /* LoadBalancer IPs this node answers ARP requests (IPv4) and Neighbor

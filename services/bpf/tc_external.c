@@ -4,7 +4,11 @@
  * backend on the way in, and the backend's replies get the frontend's
  * address back on the way out. Connection tracking keeps every packet of
  * a flow on the backend its first packet chose. The client's address is
- * kept, so backends see who connected. A Service without endpoints
+ * kept, so backends see who connected, when the backend is on this node;
+ * to a backend on another node the packet leaves with this node's address
+ * and a port of its own as source (SNAT), so that the reply comes back
+ * here, where it gets the frontend and the client back and is sent out
+ * to the client. A Service without endpoints
  * refuses as a closed port would: TCP with a reset, UDP with ICMP port
  * unreachable. The node's LoadBalancer IPs are announced on the link
  * (announce.h): ARP requests and Neighbor Solicitations for them are
@@ -24,6 +28,20 @@
 #include "maps.h"
 #include "csum.h"
 #include "announce.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+/* SNAT source ports: above the kernel's default ephemeral range
+ * (32768-60999), so the node's own connections do not meet them. A flow
+ * gets a random free one; after SNAT_TRIES taken ones, it is dropped. */
+#define SNAT_PORT_MIN 61000
+#define SNAT_PORTS (65536 - SNAT_PORT_MIN)
+#define SNAT_TRIES 8
 
 #define IP4_OFF ETH_HLEN
 #define IP6_OFF ETH_HLEN
@@ -136,9 +154,96 @@ static __always_inline int ether_type(struct __sk_buff *skb)
 #define DROP -1
 #define REFUSE -2
 
+static __always_inline struct lb_node *snat_addresses(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&nl_lb_node, &zero);
+}
+
+/* The reverse translation of a new flow to the remote backend in `to`:
+ * where its replies go back to, under a free SNAT port of this node's
+ * address, which it writes into `to`. 1: done; 0: the node has no address
+ * of the family (no SNAT then); -1: no free port. */
+static __always_inline int snat4_reserve(struct __sk_buff *skb, const struct ct4_key *key, struct ct4_value *to)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct lb_node *node = snat_addresses();
+	struct snat4_value back;
+	struct ct4_key rev;
+
+	if (!node || !node->v4)
+		return 0;
+	if ((void *)(eth + 1) > end)
+		return -1;
+	__builtin_memset(&back, 0, sizeof(back));
+	back.client = key->saddr;
+	back.client_port = key->sport;
+	back.frontend = key->daddr;
+	back.frontend_port = key->dport;
+	back.ifindex = skb->ifindex;
+	__builtin_memcpy(back.client_mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(back.node_mac, eth->h_dest, ETH_ALEN);
+	__builtin_memset(&rev, 0, sizeof(rev));
+	rev.saddr = to->address;
+	rev.sport = to->port;
+	rev.daddr = node->v4;
+	rev.proto = key->proto;
+	for (int i = 0; i < SNAT_TRIES; i++) {
+		rev.dport = bpf_htons(SNAT_PORT_MIN + bpf_get_prandom_u32() % SNAT_PORTS);
+		if (bpf_map_update_elem(&nl_snat4, &rev, &back, BPF_NOEXIST) == 0) {
+			to->snat_port = rev.dport;
+			return 1;
+		}
+	}
+	return -1;
+}
+
+static __always_inline int snat6_reserve(struct __sk_buff *skb, const struct ct6_key *key, struct ct6_value *to)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct lb_node *node = snat_addresses();
+	struct snat6_value back;
+	struct ct6_key rev;
+	__u64 *a;
+
+	if (!node)
+		return 0;
+	a = (__u64 *)node->v6;
+	if (!a[0] && !a[1])
+		return 0;
+	if ((void *)(eth + 1) > end)
+		return -1;
+	__builtin_memset(&back, 0, sizeof(back));
+	__builtin_memcpy(back.client, key->saddr, 16);
+	back.client_port = key->sport;
+	__builtin_memcpy(back.frontend, key->daddr, 16);
+	back.frontend_port = key->dport;
+	back.ifindex = skb->ifindex;
+	__builtin_memcpy(back.client_mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(back.node_mac, eth->h_dest, ETH_ALEN);
+	__builtin_memset(&rev, 0, sizeof(rev));
+	__builtin_memcpy(rev.saddr, to->address, 16);
+	rev.sport = to->port;
+	__builtin_memcpy(rev.daddr, node->v6, 16);
+	rev.proto = key->proto;
+	for (int i = 0; i < SNAT_TRIES; i++) {
+		rev.dport = bpf_htons(SNAT_PORT_MIN + bpf_get_prandom_u32() % SNAT_PORTS);
+		if (bpf_map_update_elem(&nl_snat6, &rev, &back, BPF_NOEXIST) == 0) {
+			to->snat_port = rev.dport;
+			return 1;
+		}
+	}
+	return -1;
+}
+
 /* A new flow to a frontend: picks its backend and records both
  * directions; or says to drop or refuse it. */
-static __always_inline int track4(const struct ct4_key *key, struct ct4_value *to)
+static __always_inline int track4(struct __sk_buff *skb, const struct ct4_key *key, struct ct4_value *to)
 {
 	struct lb4_key svc_key;
 	struct lb_slot *svc, *slot;
@@ -180,6 +285,16 @@ static __always_inline int track4(const struct ct4_key *key, struct ct4_value *t
 	__builtin_memset(to, 0, sizeof(*to));
 	to->address = be->address;
 	to->port = be->port;
+	if (be->flags & LB_BACKEND_REMOTE) {
+		int snat = snat4_reserve(skb, key, to);
+
+		if (snat < 0)
+			return DROP;
+		if (snat > 0) {
+			bpf_map_update_elem(&nl_ct4_fwd, key, to, BPF_ANY);
+			return TRACKED;
+		}
+	}
 	bpf_map_update_elem(&nl_ct4_fwd, key, to, BPF_ANY);
 
 	__builtin_memset(&rev, 0, sizeof(rev));
@@ -195,7 +310,7 @@ static __always_inline int track4(const struct ct4_key *key, struct ct4_value *t
 	return TRACKED;
 }
 
-static __always_inline int track6(const struct ct6_key *key, struct ct6_value *to)
+static __always_inline int track6(struct __sk_buff *skb, const struct ct6_key *key, struct ct6_value *to)
 {
 	struct lb6_key svc_key;
 	struct lb_slot *svc, *slot;
@@ -237,6 +352,16 @@ static __always_inline int track6(const struct ct6_key *key, struct ct6_value *t
 	__builtin_memset(to, 0, sizeof(*to));
 	__builtin_memcpy(to->address, be->address, 16);
 	to->port = be->port;
+	if (be->flags & LB_BACKEND_REMOTE) {
+		int snat = snat6_reserve(skb, key, to);
+
+		if (snat < 0)
+			return DROP;
+		if (snat > 0) {
+			bpf_map_update_elem(&nl_ct6_fwd, key, to, BPF_ANY);
+			return TRACKED;
+		}
+	}
 	bpf_map_update_elem(&nl_ct6_fwd, key, to, BPF_ANY);
 
 	__builtin_memset(&rev, 0, sizeof(rev));
@@ -453,6 +578,87 @@ static __always_inline int unreachable6(struct __sk_buff *skb)
 	return bpf_redirect(skb->ifindex, 0);
 }
 
+/* Sends a packet this program rewrote to `dst` on its way, past the IP
+ * stack (which would take a packet from outside with this node's address
+ * as source for a martian): out of the interface the routes say, to the
+ * next hop's MAC. */
+static __always_inline int forward(struct __sk_buff *skb, int family, const void *src, const void *dst)
+{
+	struct bpf_fib_lookup fib;
+	int rc;
+
+	__builtin_memset(&fib, 0, sizeof(fib));
+	fib.family = family;
+	fib.ifindex = skb->ifindex;
+	if (family == AF_INET) {
+		fib.ipv4_src = *(const __be32 *)src;
+		fib.ipv4_dst = *(const __be32 *)dst;
+	} else {
+		__builtin_memcpy(fib.ipv6_src, src, 16);
+		__builtin_memcpy(fib.ipv6_dst, dst, 16);
+	}
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib.dmac, ETH_ALEN, 0);
+		bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib.smac, ETH_ALEN, 0);
+		return bpf_redirect(fib.ifindex, 0);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	return TC_ACT_SHOT;
+}
+
+/* A packet of a flow to a remote backend, its destination already
+ * translated: gets this node's address and the flow's port as source. */
+static __always_inline int snat4(struct __sk_buff *skb, const struct ct4_key *key, const struct ct4_value *to)
+{
+	struct lb_node *node = snat_addresses();
+	__be32 src, dst = to->address;
+
+	if (!node || !node->v4)
+		return TC_ACT_SHOT;
+	src = node->v4;
+	rewrite4(skb, key->proto, 0, key->saddr, src, key->sport, to->snat_port);
+	return forward(skb, AF_INET, &src, &dst);
+}
+
+static __always_inline int snat6(struct __sk_buff *skb, const struct ct6_key *key, const struct ct6_value *to)
+{
+	struct lb_node *node = snat_addresses();
+	__u8 src[16], dst[16];
+
+	if (!node)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(src, node->v6, 16);
+	__builtin_memcpy(dst, to->address, 16);
+	rewrite6(skb, key->proto, 0, key->saddr, src, key->sport, to->snat_port);
+	return forward(skb, AF_INET6, src, dst);
+}
+
+/* A remote backend's reply to a SNATed flow: from the frontend to the
+ * client again, sent back out where the client's packets came in. */
+static __always_inline int unsnat4(struct __sk_buff *skb, const struct ct4_key *key, const struct snat4_value *found)
+{
+	struct snat4_value back = *found;
+
+	rewrite4(skb, key->proto, 1, key->daddr, back.client, key->dport, back.client_port);
+	rewrite4(skb, key->proto, 0, key->saddr, back.frontend, key->sport, back.frontend_port);
+	bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), back.client_mac, ETH_ALEN, 0);
+	bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), back.node_mac, ETH_ALEN, 0);
+	return bpf_redirect(back.ifindex, 0);
+}
+
+static __always_inline int unsnat6(struct __sk_buff *skb, const struct ct6_key *key, const struct snat6_value *found)
+{
+	struct snat6_value back = *found;
+
+	rewrite6(skb, key->proto, 1, key->daddr, back.client, key->dport, back.client_port);
+	rewrite6(skb, key->proto, 0, key->saddr, back.frontend, key->sport, back.frontend_port);
+	bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), back.client_mac, ETH_ALEN, 0);
+	bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), back.node_mac, ETH_ALEN, 0);
+	return bpf_redirect(back.ifindex, 0);
+}
+
 /* In from outside: to a frontend, it goes to the flow's backend instead. */
 SEC("classifier")
 int netlet_external_in(struct __sk_buff *skb)
@@ -471,7 +677,10 @@ int netlet_external_in(struct __sk_buff *skb)
 		if (known) {
 			to = *known;
 		} else {
-			int tracked = track4(&key, &to);
+			struct snat4_value *back = bpf_map_lookup_elem(&nl_snat4, &key);
+			if (back)
+				return unsnat4(skb, &key, back);
+			int tracked = track4(skb, &key, &to);
 			if (tracked == NOT_A_FRONTEND)
 				return TC_ACT_OK;
 			if (tracked == REFUSE)
@@ -480,6 +689,8 @@ int netlet_external_in(struct __sk_buff *skb)
 				return TC_ACT_SHOT;
 		}
 		rewrite4(skb, key.proto, 1, key.daddr, to.address, key.dport, to.port);
+		if (to.snat_port)
+			return snat4(skb, &key, &to);
 	} else if (type == ETH_P_IPV6) {
 		struct ct6_key key;
 		struct ct6_value to, *known;
@@ -491,7 +702,10 @@ int netlet_external_in(struct __sk_buff *skb)
 		if (known) {
 			to = *known;
 		} else {
-			int tracked = track6(&key, &to);
+			struct snat6_value *back = bpf_map_lookup_elem(&nl_snat6, &key);
+			if (back)
+				return unsnat6(skb, &key, back);
+			int tracked = track6(skb, &key, &to);
 			if (tracked == NOT_A_FRONTEND)
 				return TC_ACT_OK;
 			if (tracked == REFUSE)
@@ -500,6 +714,8 @@ int netlet_external_in(struct __sk_buff *skb)
 				return TC_ACT_SHOT;
 		}
 		rewrite6(skb, key.proto, 1, key.daddr, to.address, key.dport, to.port);
+		if (to.snat_port)
+			return snat6(skb, &key, &to);
 	}
 	return TC_ACT_OK;
 }

@@ -116,7 +116,9 @@ pub struct LbAffinity {
 pub struct Lb4Backend {
     pub address: [u8; 4],
     pub port: [u8; 2],
-    pub pad: [u8; 2],
+    /// `BACKEND_REMOTE` or 0.
+    pub flags: u8,
+    pub pad: u8,
 }
 
 #[repr(C)]
@@ -124,8 +126,13 @@ pub struct Lb4Backend {
 pub struct Lb6Backend {
     pub address: [u8; 16],
     pub port: [u8; 2],
-    pub pad: [u8; 2],
+    pub flags: u8,
+    pub pad: u8,
 }
+
+/// Backend flag: the endpoint is on another node, so traffic from outside
+/// sent to it is SNATed to this node's address.
+pub const BACKEND_REMOTE: u8 = 1;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -189,7 +196,8 @@ pub struct Ct6Key {
 pub struct Ct4Value {
     pub address: [u8; 4],
     pub port: [u8; 2],
-    pub pad: [u8; 2],
+    /// The flow's SNAT source port (to a remote backend); 0: none.
+    pub snat_port: [u8; 2],
 }
 
 #[repr(C)]
@@ -197,7 +205,41 @@ pub struct Ct4Value {
 pub struct Ct6Value {
     pub address: [u8; 16],
     pub port: [u8; 2],
-    pub pad: [u8; 2],
+    pub snat_port: [u8; 2],
+}
+
+/// The reverse translation of a SNATed flow, keyed by the backend's reply.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Snat4Value {
+    pub client: [u8; 4],
+    pub frontend: [u8; 4],
+    pub client_port: [u8; 2],
+    pub frontend_port: [u8; 2],
+    pub ifindex: u32,
+    pub client_mac: [u8; 6],
+    pub node_mac: [u8; 6],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Snat6Value {
+    pub client: [u8; 16],
+    pub frontend: [u8; 16],
+    pub client_port: [u8; 2],
+    pub frontend_port: [u8; 2],
+    pub ifindex: u32,
+    pub client_mac: [u8; 6],
+    pub node_mac: [u8; 6],
+}
+
+/// The node's SNAT addresses (the one entry of `nl_lb_node`, key 0); zeros
+/// for a family it has none of.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LbNode {
+    pub v6: [u8; 16],
+    pub v4: [u8; 4],
 }
 
 /// A LoadBalancer IP answered for on the external interfaces (the value
@@ -244,6 +286,9 @@ unsafe impl aya::Pod for Sock6Frontend {}
 unsafe impl aya::Pod for Lb4AnnounceKey {}
 unsafe impl aya::Pod for Lb6AnnounceKey {}
 unsafe impl aya::Pod for LbDevice {}
+unsafe impl aya::Pod for Snat4Value {}
+unsafe impl aya::Pod for Snat6Value {}
+unsafe impl aya::Pod for LbNode {}
 
 impl Lb4Key {
     pub fn new(address: Ipv4Addr, port: u16, proto: u8, scope: u8, slot: u16) -> Lb4Key {
@@ -292,16 +337,43 @@ mod tests {
             struct_rows!("lb4_affinity_key", Lb4AffinityKey, [netns_cookie, address, port, proto]),
             struct_rows!("lb6_affinity_key", Lb6AffinityKey, [netns_cookie, address, port, proto]),
             struct_rows!("lb_affinity", LbAffinity, [last_used_ns, backend_id]),
-            struct_rows!("lb4_backend", Lb4Backend, [address, port]),
-            struct_rows!("lb6_backend", Lb6Backend, [address, port]),
+            struct_rows!("lb4_backend", Lb4Backend, [address, port, flags]),
+            struct_rows!("lb6_backend", Lb6Backend, [address, port, flags]),
             struct_rows!("sock4_key", Sock4Key, [cookie, backend, backend_port]),
             struct_rows!("sock4_frontend", Sock4Frontend, [address, port]),
             struct_rows!("sock6_key", Sock6Key, [cookie, backend, backend_port]),
             struct_rows!("sock6_frontend", Sock6Frontend, [address, port]),
             struct_rows!("ct4_key", Ct4Key, [saddr, daddr, sport, dport, proto]),
             struct_rows!("ct6_key", Ct6Key, [saddr, daddr, sport, dport, proto]),
-            struct_rows!("ct4_value", Ct4Value, [address, port]),
-            struct_rows!("ct6_value", Ct6Value, [address, port]),
+            struct_rows!("ct4_value", Ct4Value, [address, port, snat_port]),
+            struct_rows!("ct6_value", Ct6Value, [address, port, snat_port]),
+            struct_rows!(
+                "snat4_value",
+                Snat4Value,
+                [
+                    client,
+                    frontend,
+                    client_port,
+                    frontend_port,
+                    ifindex,
+                    client_mac,
+                    node_mac
+                ]
+            ),
+            struct_rows!(
+                "snat6_value",
+                Snat6Value,
+                [
+                    client,
+                    frontend,
+                    client_port,
+                    frontend_port,
+                    ifindex,
+                    client_mac,
+                    node_mac
+                ]
+            ),
+            struct_rows!("lb_node", LbNode, [v6, v4]),
             struct_rows!("lb4_announce_key", Lb4AnnounceKey, [address]),
             struct_rows!("lb6_announce_key", Lb6AnnounceKey, [address]),
             struct_rows!("lb_device", LbDevice, [mac]),

@@ -68,6 +68,11 @@ pub struct Frontend {
 pub struct Backend {
     pub address: IpAddr,
     pub port: u16,
+    /// On another node (its endpoint's `nodeName` is not this node's):
+    /// traffic from outside sent there is SNATed to this node's address so
+    /// that the reply comes back through it. An endpoint without a
+    /// `nodeName` counts as local.
+    pub remote: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +101,11 @@ impl FrontendPlan {
             frontend,
             backends: backends
                 .into_iter()
-                .map(|(address, port)| Backend { address, port })
+                .map(|(address, port)| Backend {
+                    address,
+                    port,
+                    remote: false,
+                })
                 .collect(),
             affinity_timeout: 0,
             source_ranges: Vec::new(),
@@ -201,7 +210,7 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice], node: NodeView) -> Vec
             };
             plans.push(FrontendPlan {
                 frontend,
-                backends: backends(port, protocol, address.is_ipv4(), slices, only_on),
+                backends: backends(port, protocol, address.is_ipv4(), slices, node.name, only_on),
                 affinity_timeout,
                 source_ranges: Vec::new(),
                 drop_when_empty: false,
@@ -218,6 +227,7 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice], node: NodeView) -> Vec
                         protocol,
                         address.is_ipv4(),
                         slices,
+                        node.name,
                         external_local.then_some(node.name),
                     ),
                     affinity_timeout,
@@ -240,12 +250,14 @@ pub fn plan(service: &Service, slices: &[&EndpointSlice], node: NodeView) -> Vec
 
 /// Ready endpoints of the port's family (only those on node `only_on`, if
 /// given); if there are none, those that are serving while terminating, so
-/// a rollout's last pods still answer.
+/// a rollout's last pods still answer. Those on another node than `this`
+/// are marked remote.
 fn backends(
     port: &ServicePort,
     protocol: Protocol,
     ipv4: bool,
     slices: &[&EndpointSlice],
+    this: &str,
     only_on: Option<&str>,
 ) -> Vec<Backend> {
     let family = if ipv4 { "IPv4" } else { "IPv6" };
@@ -276,6 +288,7 @@ fn backends(
                 set.insert(Backend {
                     address,
                     port: target_port,
+                    remote: endpoint.node_name.as_deref().is_some_and(|n| n != this),
                 });
             }
         }
@@ -350,6 +363,7 @@ mod tests {
         let b = |a: &str, p: u16| Backend {
             address: a.parse().unwrap(),
             port: p,
+            remote: false,
         };
         assert_eq!(plans.len(), 4);
         assert_eq!(find("10.43.0.10", 80), [b("10.42.0.2", 8080)]);
@@ -516,6 +530,32 @@ mod tests {
             guarded,
             ["203.0.113.80 External [192.0.2.0/24]"],
             "only the LoadBalancer IP from outside, with its family's ranges"
+        );
+    }
+
+    #[test]
+    fn endpoints_on_other_nodes_are_remote_backends() {
+        let svc = service(json!({"clusterIP": "10.43.0.30", "ports": [{"port": 80}]}));
+        let s = slice(
+            "IPv4",
+            json!([{"port": 8080}]),
+            json!([{"addresses": ["10.42.0.2"], "nodeName": "n1"},
+                   {"addresses": ["10.42.1.2"], "nodeName": "n2"},
+                   {"addresses": ["10.42.9.2"]}]),
+        );
+        let remote: Vec<(String, bool)> = plan(&svc, &[&s], NODE)[0]
+            .backends
+            .iter()
+            .map(|b| (b.address.to_string(), b.remote))
+            .collect();
+        assert_eq!(
+            remote,
+            [
+                ("10.42.0.2".to_string(), false),
+                ("10.42.1.2".to_string(), true),
+                ("10.42.9.2".to_string(), false)
+            ],
+            "on another node: remote (SNATed from outside); no nodeName: taken as local"
         );
     }
 }

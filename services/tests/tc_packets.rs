@@ -4,7 +4,9 @@
 //! out, a frontend without backends refusing TCP with a reset and UDP
 //! with ICMP port unreachable, externalTrafficPolicy: Local
 //! with no endpoint on this node dropped, loadBalancerSourceRanges
-//! enforced and changed, other traffic untouched; every
+//! enforced and changed, other traffic untouched; a backend on another
+//! node gets the flow SNATed to the node's address and a port of its own,
+//! and its reply goes back to the client from the frontend; every
 //! rewritten packet has valid IP and L4 checksums.
 
 use std::net::IpAddr;
@@ -282,6 +284,63 @@ fn tc_programs_on_crafted_packets() {
     guarded.source_ranges.clear();
     dp.apply(&guarded).unwrap();
     assert_eq!(dp.run_external(true, &from("192.0.2.77", 41004)).unwrap().0, TC_ACT_OK);
+
+    // A backend on another node: the flow leaves with the node's address
+    // and a SNAT port as source, and the reply to that comes back here and
+    // goes to the client from the frontend, out where the client came in.
+    dp.set_snat_addresses(&["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()])
+        .unwrap();
+    for (client, frontend, backend, proto) in [
+        (("198.51.100.7", 40010), ("192.0.2.1", 30082), ("10.251.0.2", 8080), TCP),
+        (("198.51.100.7", 40011), ("192.0.2.1", 30082), ("10.251.0.2", 5353), UDP),
+        (
+            ("2001:db8::99", 40010),
+            ("2001:db8::1", 30082),
+            ("fd00:251::2", 8080),
+            TCP,
+        ),
+        (
+            ("2001:db8::99", 40011),
+            ("2001:db8::1", 30082),
+            ("fd00:251::2", 5353),
+            UDP,
+        ),
+    ] {
+        let protocol = if proto == TCP { Protocol::Tcp } else { Protocol::Udp };
+        let mut remote = external(frontend.0, frontend.1, protocol, &[backend]);
+        remote.backends[0].remote = true;
+        dp.apply(&remote).unwrap();
+        let first = packet(proto, client, frontend);
+        let (_, out) = dp.run_external(true, &first).unwrap();
+        let (src, dst) = parse(&out);
+        assert_eq!(dst, ep(backend.0, backend.1), "to the backend");
+        assert_eq!(src.0, ep(frontend.0, 0).0, "from the node's address");
+        assert!(src.1 >= 61000, "a SNAT port above the ephemeral range: {}", src.1);
+        let again = dp.run_external(true, &first).unwrap().1;
+        assert_eq!(parse(&again), (src, dst), "the flow keeps its SNAT port");
+        // The backend's reply, to the node's address and the SNAT port.
+        let reply = packet(proto, backend, (frontend.0, src.1));
+        let (verdict, back) = dp.run_external(true, &reply).unwrap();
+        assert_eq!(verdict, TC_ACT_REDIRECT, "sent back out towards the client");
+        assert_eq!(parse(&back), (ep(frontend.0, frontend.1), ep(client.0, client.1)));
+        assert_eq!(
+            (&back[..6], &back[6..12]),
+            (&first[6..12], &first[..6]),
+            "to the MAC the client's packets came from"
+        );
+        // A reply to a SNAT port no flow holds is none of this program's.
+        let stray = packet(proto, backend, (frontend.0, src.1.wrapping_add(1).max(61000)));
+        if stray != reply {
+            assert_eq!(dp.run_external(true, &stray).unwrap().0, TC_ACT_OK);
+        }
+    }
+    // Under externalTrafficPolicy: Local (or to a local backend), no SNAT:
+    // the client's address is kept (as above).
+    let local_flow = packet(TCP, ("198.51.100.7", 40012), ("192.0.2.1", 30080));
+    assert_eq!(
+        parse(&dp.run_external(true, &local_flow).unwrap().1).0,
+        ep("198.51.100.7", 40012)
+    );
 
     // Anything else passes as it came.
     let other = packet(TCP, ("198.51.100.7", 40003), ("192.0.2.1", 22));

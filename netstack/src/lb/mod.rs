@@ -147,6 +147,9 @@ async fn run(
             let mut guard = lb.lock().unwrap_or_else(|e| e.into_inner());
             let (datapath, sync) = guard.as_mut().expect("loaded above");
             let applied = sync.apply(&ctx.cache, datapath, &batch);
+            // Traffic from outside to a backend on another node leaves
+            // with the Node's address (SNAT), the reply coming back here.
+            let applied = applied.and_then(|full| datapath.set_snat_addresses(sync.node_addresses()).map(|_| full));
             // After the frontends, so an address draws traffic only once it
             // is served; withdrawn even when some frontend failed.
             let announce = announced.as_ref().map_or(Ok(false), |a| datapath.set_announced(a));

@@ -77,6 +77,7 @@ impl Datapath {
             backends: BackendIds::default(),
             frontends: HashMap::new(),
             announced: Default::default(),
+            snat: None,
         };
         datapath.set_devices(&options.devices)?;
         datapath.read_back()?;

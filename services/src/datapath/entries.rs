@@ -13,7 +13,8 @@ use dualstack::Cidr;
 
 use super::{Datapath, DatapathError, BACKEND_MAPS, EMPTY_MAPS, SERVICE_MAPS, SOURCE_MAPS};
 use crate::maps::{
-    Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbSlot, SOURCE4_FRONTEND_BITS, SOURCE6_FRONTEND_BITS,
+    Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbSlot, BACKEND_REMOTE, SOURCE4_FRONTEND_BITS,
+    SOURCE6_FRONTEND_BITS,
 };
 use crate::plan::{Backend, Frontend};
 
@@ -95,6 +96,7 @@ impl Datapath {
 
     pub(super) fn write_backend(&mut self, id: u32, b: &Backend) -> Result<(), DatapathError> {
         let port = b.port.to_be_bytes();
+        let flags = if b.remote { BACKEND_REMOTE } else { 0 };
         match b.address {
             IpAddr::V4(a) => self.insert(
                 BACKEND_MAPS[0],
@@ -102,6 +104,7 @@ impl Datapath {
                 Lb4Backend {
                     address: a.octets(),
                     port,
+                    flags,
                     ..Default::default()
                 },
             ),
@@ -111,6 +114,7 @@ impl Datapath {
                 Lb6Backend {
                     address: a.octets(),
                     port,
+                    flags,
                     ..Default::default()
                 },
             ),

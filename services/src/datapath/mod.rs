@@ -46,7 +46,16 @@ const PROGRAMS: [&str; 8] = [
 const SERVICE_MAPS: [&str; 2] = ["nl_lb4_svc", "nl_lb6_svc"];
 const BACKEND_MAPS: [&str; 2] = ["nl_lb4_be", "nl_lb6_be"];
 const SOCKET_MAPS: [&str; 4] = ["nl_sock4_rev", "nl_sock6_rev", "nl_lb4_aff", "nl_lb6_aff"];
-const FLOW_MAPS: [&str; 4] = ["nl_ct4_fwd", "nl_ct4_rev", "nl_ct6_fwd", "nl_ct6_rev"];
+const FLOW_MAPS: [&str; 6] = [
+    "nl_ct4_fwd",
+    "nl_ct4_rev",
+    "nl_ct6_fwd",
+    "nl_ct6_rev",
+    "nl_snat4",
+    "nl_snat6",
+];
+/// The node's SNAT addresses (one entry, key 0).
+const NODE_MAP: &str = "nl_lb_node";
 const SOURCE_MAPS: [&str; 2] = ["nl_lb4_src", "nl_lb6_src"];
 /// Refusals for want of a backend, per frontend.
 const EMPTY_MAPS: [&str; 2] = ["nl_lb4_empty", "nl_lb6_empty"];
@@ -140,6 +149,8 @@ pub struct Datapath {
     frontends: HashMap<Frontend, Applied>,
     /// The LoadBalancer IPs in the announce maps.
     announced: BTreeSet<IpAddr>,
+    /// What `nl_lb_node` holds, once written.
+    snat: Option<crate::maps::LbNode>,
 }
 
 /// What the maps hold for one frontend.
@@ -192,6 +203,30 @@ impl Datapath {
             .map_err(|source| DatapathError::Program { name, source })?;
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out))
+    }
+
+    /// Sets the addresses traffic from outside to a backend on another
+    /// node leaves this node with (SNAT, so the reply comes back here): the
+    /// first IPv4 and the first IPv6 address of `addresses` (the Node's
+    /// InternalIPs). Without one of a family, such traffic of that family
+    /// goes unSNATed, as to a local backend.
+    pub fn set_snat_addresses(&mut self, addresses: &[IpAddr]) -> Result<(), DatapathError> {
+        let mut node = crate::maps::LbNode::default();
+        if let Some(IpAddr::V4(a)) = addresses.iter().find(|a| a.is_ipv4()) {
+            node.v4 = a.octets();
+        }
+        if let Some(IpAddr::V6(a)) = addresses.iter().find(|a| a.is_ipv6()) {
+            node.v6 = a.octets();
+        }
+        if self.snat == Some(node) {
+            return Ok(());
+        }
+        let entries = self.map_entries;
+        self.typed_mut::<u32, crate::maps::LbNode>(NODE_MAP)?
+            .insert(0, node, 0)
+            .map_err(|e| entries::map_error(NODE_MAP, entries, e))?;
+        self.snat = Some(node);
+        Ok(())
     }
 
     /// Distinct backends the frontends send to.

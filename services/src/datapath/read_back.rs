@@ -12,8 +12,8 @@ use dualstack::Cidr;
 
 use super::{Applied, Datapath, DatapathError, BACKEND_MAPS, EMPTY_MAPS, SERVICE_MAPS, SOURCE_MAPS};
 use crate::maps::{
-    Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbSlot, FLAG_EMPTY_DROPS, PROTO_SCTP, PROTO_TCP,
-    PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE4_FRONTEND_BITS, SOURCE6_FRONTEND_BITS,
+    Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbSlot, BACKEND_REMOTE, FLAG_EMPTY_DROPS, PROTO_SCTP,
+    PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE4_FRONTEND_BITS, SOURCE6_FRONTEND_BITS,
 };
 use crate::plan::{Backend, Frontend, Protocol, Scope};
 
@@ -134,11 +134,11 @@ impl Datapath {
         let mut backends: HashMap<u32, Backend> = HashMap::new();
         let v4: BpfHashMap<&MapData, u32, Lb4Backend> = self.typed(BACKEND_MAPS[0])?;
         for (id, b) in v4.iter().filter_map(Result::ok) {
-            backends.insert(id, backend_of(IpAddr::from(b.address), b.port));
+            backends.insert(id, backend_of(IpAddr::from(b.address), b.port, b.flags));
         }
         let v6: BpfHashMap<&MapData, u32, Lb6Backend> = self.typed(BACKEND_MAPS[1])?;
         for (id, b) in v6.iter().filter_map(Result::ok) {
-            backends.insert(id, backend_of(IpAddr::from(b.address), b.port));
+            backends.insert(id, backend_of(IpAddr::from(b.address), b.port, b.flags));
         }
         let mut slots: HashMap<Frontend, Vec<(u16, LbSlot)>> = HashMap::new();
         let v4: BpfHashMap<&MapData, Lb4Key, LbSlot> = self.typed(SERVICE_MAPS[0])?;
@@ -197,10 +197,11 @@ pub struct FrontendState {
     pub source_ranges: Vec<Cidr>,
 }
 
-pub(super) fn backend_of(address: IpAddr, port: [u8; 2]) -> Backend {
+pub(super) fn backend_of(address: IpAddr, port: [u8; 2], flags: u8) -> Backend {
     Backend {
         address,
         port: u16::from_be_bytes(port),
+        remote: flags & BACKEND_REMOTE != 0,
     }
 }
 
