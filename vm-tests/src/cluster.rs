@@ -2,6 +2,7 @@
 //! one VM per node, `netlet agent` in each, and pods as network namespaces
 //! wired by the netlet CNI plugin inside the VMs.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,6 +24,10 @@ pub struct ClusterSpec {
     /// `routing.mode` of the agents (`native`, `vxlan`); `None` leaves the
     /// `routing` section out of the config (agents without it).
     pub routing_mode: Option<String>,
+    /// `dns.enabled`, `services.enabled`, `policy.enabled` of the agents.
+    pub dns: bool,
+    pub services: bool,
+    pub policy: bool,
     pub memory_mb: u32,
 }
 
@@ -31,6 +36,9 @@ impl Default for ClusterSpec {
         ClusterSpec {
             nodes: 2,
             routing_mode: None,
+            dns: false,
+            services: false,
+            policy: false,
             memory_mb: 512,
         }
     }
@@ -64,6 +72,8 @@ pub struct PodInfo {
     pub node: usize,
     pub netns: String,
     pub ips: Vec<IpAddr>,
+    /// The DNS servers of the CNI result (the agent's clusterDNS).
+    pub nameservers: Vec<String>,
 }
 
 impl PodInfo {
@@ -81,6 +91,8 @@ pub struct Cluster {
     pub spec: ClusterSpec,
     /// The pods [`Cluster::add_pod`] made, in order.
     pub pods: Vec<PodInfo>,
+    /// (pod, port) pairs [`Cluster::serve_tcp`] started servers for.
+    served: BTreeSet<(String, u16)>,
     api: Option<standin::ApiServer>,
     rt: tokio::runtime::Runtime,
     client: kube::Client,
@@ -105,6 +117,7 @@ impl Cluster {
             &crate::initramfs::Spec {
                 netlet: host.netlet.clone(),
                 kernel_release: host.kernel_release.clone(),
+                modules_base: host.modules_base.clone(),
             },
             &initrd,
         )?;
@@ -178,6 +191,7 @@ impl Cluster {
             nodes,
             spec,
             pods: Vec::new(),
+            served: BTreeSet::new(),
             api: Some(api),
             rt,
             client,
@@ -197,6 +211,15 @@ impl Cluster {
         if let Some(mode) = &self.spec.routing_mode {
             config["routing"] = json!({"mode": mode});
         }
+        for (section, on) in [
+            ("dns", self.spec.dns),
+            ("services", self.spec.services),
+            ("policy", self.spec.policy),
+        ] {
+            if on {
+                config[section] = json!({"enabled": true});
+            }
+        }
         config
     }
 
@@ -204,11 +227,16 @@ impl Cluster {
     /// 10.0.2.2) and config, starts `netlet agent` and waits until
     /// `netlet status` exits 0 in every VM.
     pub fn start_agents(&mut self) -> Result<(), Error> {
+        self.start_agents_on(&(0..self.vms.len()).collect::<Vec<_>>())
+    }
+
+    /// [`Cluster::start_agents`] in the VMs `which` only.
+    pub fn start_agents_on(&mut self, which: &[usize]) -> Result<(), Error> {
         let kubeconfig = self.api.as_ref().expect("running").kubeconfig_yaml().replace(
             &format!("127.0.0.1:{}", self.api_port),
             &format!("10.0.2.2:{}", self.api_port),
         );
-        for i in 0..self.vms.len() {
+        for &i in which {
             let config = self.agent_config(i).to_string();
             let vm = &mut self.vms[i];
             vm.write_file("/etc/netlet/kubeconfig", kubeconfig.as_bytes())?;
@@ -219,7 +247,8 @@ impl Cluster {
                 SHORT,
             )?;
         }
-        for vm in &mut self.vms {
+        for &i in which {
+            let vm = &mut self.vms[i];
             let started = Instant::now();
             let out = vm.run(
                 "end=$(($(date +%s) + 60)); \
@@ -250,6 +279,12 @@ impl Cluster {
     /// again with `routing.mode` `mode` (None: no `routing` section), up to
     /// ready. Pods keep their network across the restart.
     pub fn restart_agents(&mut self, mode: Option<&str>) -> Result<(), Error> {
+        self.reconfigure(|spec| spec.routing_mode = mode.map(str::to_string))
+    }
+
+    /// Stops every agent, changes the agents' part of the spec with
+    /// `change` and starts them again, up to ready.
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut ClusterSpec)) -> Result<(), Error> {
         for vm in &mut self.vms {
             vm.check(
                 "[ -f /run/netlet-agent.pid ] || exit 0; p=$(cat /run/netlet-agent.pid); kill $p; i=0; \
@@ -257,8 +292,48 @@ impl Cluster {
                 Duration::from_secs(60),
             )?;
         }
-        self.spec.routing_mode = mode.map(str::to_string);
+        change(&mut self.spec);
         self.start_agents()
+    }
+
+    /// Restarts the agents with `change` applied to the spec, unless that
+    /// changes nothing and they have been started already.
+    pub fn ensure_config(&mut self, change: impl FnOnce(&mut ClusterSpec)) -> Result<(), Error> {
+        let mut want = self.spec.clone();
+        change(&mut want);
+        let same = format!("{want:?}") == format!("{:?}", self.spec);
+        let started = self.vms[0].run("[ -f /run/netlet-agent.pid ]", SHORT)?.ok();
+        if same && started {
+            return Ok(());
+        }
+        self.reconfigure(|spec| *spec = want)
+    }
+
+    /// Powers VM `i` off (as `poweroff -f`: no agent shutdown) and boots a
+    /// new one with the same node name, addresses and MACs from a fresh
+    /// initramfs, then starts its agent with the cluster's config, up to
+    /// ready. Its Node object stays in the API, as on a real reboot; its
+    /// pods are forgotten (their Pod objects stay: see [`Cluster::add_pod`]).
+    pub fn reboot(&mut self, i: usize) -> Result<Duration, Error> {
+        let started = Instant::now();
+        let vm = self.vms.remove(i);
+        let spec = vm.spec.clone();
+        if !vm.shutdown(Duration::from_secs(5)) {
+            eprintln!("{}: killed (no clean poweroff)", spec.node_name);
+        }
+        let gone: BTreeSet<String> = self
+            .pods
+            .iter()
+            .filter(|p| p.node == i)
+            .map(|p| p.name.clone())
+            .collect();
+        self.pods.retain(|p| p.node != i);
+        self.served.retain(|(pod, _)| !gone.contains(pod));
+        self.vms.insert(i, Vm::spawn(spec)?);
+        let took = self.vms[i].wait_ready(Duration::from_secs(90))?;
+        eprintln!("{}: booted again in {:.1}s", self.nodes[i].name, took.as_secs_f64());
+        self.start_agents_on(&[i])?;
+        Ok(started.elapsed())
     }
 
     /// The agent's log in VM `i` (its last `n` lines).
@@ -272,20 +347,29 @@ impl Cluster {
     /// Creates Pod `default/<name>` on node `i` in the API, a network
     /// namespace for it in the VM, and runs the CNI plugin's ADD there as
     /// a runtime would; the pod's addresses come from the ADD result.
+    ///
+    /// The Pod is labelled `app: <name>`; see [`Cluster::add_pod_labeled`].
     pub fn add_pod(&mut self, i: usize, name: &str) -> Result<PodInfo, Error> {
+        self.add_pod_labeled(i, name, json!({"app": name}))
+    }
+
+    /// [`Cluster::add_pod`] with the Pod's `labels`. A Pod of that name
+    /// already in the API (its node rebooted) is kept, as kubelet keeps it
+    /// when it starts the pod's sandbox again. After the ADD the Pod's
+    /// `status.podIPs` get the pod's addresses, as kubelet reports them
+    /// (other nodes' policy learns pod addresses from there).
+    pub fn add_pod_labeled(&mut self, i: usize, name: &str, labels: Value) -> Result<PodInfo, Error> {
         let node = self.nodes[i].name.clone();
-        self.rt
-            .block_on(async {
-                let pod: Pod = serde_json::from_value(json!({
-                    "metadata": {"name": name, "namespace": "default"},
-                    "spec": {"nodeName": node, "containers": [{"name": "c", "image": "none"}]},
-                }))
-                .expect("a valid Pod");
-                kube::Api::<Pod>::namespaced(self.client.clone(), "default")
-                    .create(&Default::default(), &pod)
-                    .await
-            })
-            .map_err(|e| Error::Command(format!("creating Pod {name}: {e}")))?;
+        let created = self.create::<Pod>(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": labels},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "none"}]},
+        }));
+        match created {
+            Err(Error::Api(kube::Error::Api(e))) if e.is_already_exists() => {}
+            other => {
+                other?;
+            }
+        }
         let vm = &mut self.vms[i];
         vm.check(&format!("/usr/local/bin/ip netns add {name}"), SHORT)?;
         let conf =
@@ -309,15 +393,79 @@ impl Cluster {
             .into_iter()
             .flatten()
             .filter_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok())
+            .collect::<Vec<IpAddr>>();
+        let nameservers = doc["dns"]["nameservers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| Some(s.as_str()?.to_string()))
             .collect();
+        let pod_ips: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect();
+        self.rt
+            .block_on(
+                kube::Api::<Pod>::namespaced(self.client.clone(), "default").patch_status(
+                    name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&json!({"status": {
+                        "phase": "Running",
+                        "podIP": ips.first().map(ToString::to_string),
+                        "podIPs": pod_ips,
+                    }})),
+                ),
+            )
+            .map_err(|e| Error::Command(format!("reporting Pod {name}'s IPs: {e}")))?;
         let pod = PodInfo {
             name: name.into(),
             node: i,
             netns: format!("/run/netns/{name}"),
             ips,
+            nameservers,
         };
         self.pods.push(pod.clone());
         Ok(pod)
+    }
+
+    /// Creates `object` (namespaced; `default` unless its metadata says
+    /// otherwise) in the API and returns it as stored.
+    pub fn create<K>(&self, object: Value) -> Result<K, Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + k8s_openapi::serde::Serialize
+            + k8s_openapi::serde::de::DeserializeOwned,
+    {
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let object: K =
+            serde_json::from_value(object).map_err(|e| Error::Command(format!("not a valid {}: {e}", K::kind(&()))))?;
+        self.rt
+            .block_on(kube::Api::<K>::namespaced(self.client.clone(), &namespace).create(&Default::default(), &object))
+            .map_err(Error::Api)
+    }
+
+    /// Deletes `namespace/name` of kind `K` from the API.
+    pub fn delete<K>(&self, namespace: &str, name: &str) -> Result<(), Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + k8s_openapi::serde::de::DeserializeOwned,
+    {
+        self.rt
+            .block_on(kube::Api::<K>::namespaced(self.client.clone(), namespace).delete(name, &Default::default()))
+            .map(|_| ())
+            .map_err(Error::Api)
+    }
+
+    /// Whether Node `name` is in the API.
+    pub fn node_exists(&self, name: &str) -> Result<bool, Error> {
+        self.rt
+            .block_on(kube::Api::<Node>::all(self.client.clone()).get_opt(name))
+            .map(|n| n.is_some())
+            .map_err(Error::Api)
     }
 
     /// Whether `to` answers a ping from VM `from`, in pod namespace
@@ -360,13 +508,22 @@ impl Cluster {
     /// one that answers every connection with `<pod name>` and a newline,
     /// on `port + 1` one that sends [`BULK_BYTES`] zero bytes (full-size
     /// segments: MTU trouble shows there).
+    /// Waits until both listen. Servers already started for `pod` and
+    /// `port` are left as they are.
     pub fn serve_tcp(&mut self, pod: &PodInfo, port: u16) -> Result<(), Error> {
+        if !self.served.insert((pod.name.clone(), port)) {
+            return Ok(());
+        }
         self.vms[pod.node].check(
             &format!(
                 "/usr/local/bin/ip netns exec {name} setsid /usr/local/bin/socat \
                  TCP6-LISTEN:{port},ipv6only=0,fork,reuseaddr SYSTEM:'echo {name}' >/dev/null 2>&1 & \
                  /usr/local/bin/ip netns exec {name} setsid /usr/local/bin/socat \
-                 TCP6-LISTEN:{bulk},ipv6only=0,fork,reuseaddr SYSTEM:'head -c {BULK_BYTES} /dev/zero' >/dev/null 2>&1 &",
+                 TCP6-LISTEN:{bulk},ipv6only=0,fork,reuseaddr SYSTEM:'head -c {BULK_BYTES} /dev/zero' >/dev/null 2>&1 & \
+                 i=0; while [ $i -lt 50 ]; do i=$((i+1)); \
+                 s=$(/usr/local/bin/ip netns exec {name} netstat -ltn); \
+                 echo \"$s\" | grep -q ':{port} ' && echo \"$s\" | grep -q ':{bulk} ' && exit 0; sleep 0.1; done; \
+                 echo \"$s\"; exit 1",
                 name = pod.name,
                 bulk = port + 1
             ),
@@ -378,10 +535,7 @@ impl Cluster {
     /// How many bytes `from` receives from the bulk server of the pod at
     /// `ip` (see [`Cluster::serve_tcp`]).
     pub fn tcp_bulk(&mut self, from: &PodInfo, ip: IpAddr, port: u16) -> Result<u64, Error> {
-        let target = match ip {
-            IpAddr::V4(v4) => format!("TCP4:{v4}:{}", port + 1),
-            IpAddr::V6(v6) => format!("TCP6:[{v6}]:{}", port + 1),
-        };
+        let target = socat_target(ip, port + 1);
         let out = self.vms[from.node].run(
             &format!(
                 "/usr/local/bin/ip netns exec {} /usr/local/bin/socat -T 10 -u {target},connect-timeout=3 - | wc -c",
@@ -398,13 +552,10 @@ impl Cluster {
     /// Connects from `from`'s namespace to `ip`:`port` and returns what the
     /// server sent (trimmed); tries three times, a second apart.
     pub fn tcp_get(&mut self, from: &PodInfo, ip: IpAddr, port: u16) -> Result<String, Error> {
-        let target = match ip {
-            IpAddr::V4(v4) => format!("TCP4:{v4}:{port}"),
-            IpAddr::V6(v6) => format!("TCP6:[{v6}]:{port}"),
-        };
+        let target = socat_target(ip, port);
         let command = format!(
             "for i in 1 2 3; do /usr/local/bin/ip netns exec {} /usr/local/bin/socat -T 3 - {target},connect-timeout=3 \
-             </dev/null && exit 0; sleep 1; done; exit 1",
+             </dev/null 2>/tmp/tcp_get.err && exit 0; sleep 1; done; cat /tmp/tcp_get.err; exit 1",
             from.name
         );
         let out = self.vms[from.node].run(&command, SHORT)?;
@@ -416,6 +567,51 @@ impl Cluster {
             )));
         }
         Ok(out.text.trim().to_string())
+    }
+
+    /// One TCP connection from VM `node` (in namespace `netns`; None: the
+    /// node itself) to `ip`:`port` with a `timeout` (whole seconds) for
+    /// connecting and for the answer: what the server sent (trimmed), or
+    /// None if the connection failed.
+    pub fn tcp_once(
+        &mut self,
+        node: usize,
+        netns: Option<&str>,
+        ip: IpAddr,
+        port: u16,
+        timeout: u32,
+    ) -> Result<Option<String>, Error> {
+        let prefix = netns
+            .map(|n| format!("/usr/local/bin/ip netns exec {n} "))
+            .unwrap_or_default();
+        let target = socat_target(ip, port);
+        let out = self.vms[node].run(
+            &format!("{prefix}/usr/local/bin/socat -T {timeout} - {target},connect-timeout={timeout} </dev/null"),
+            SHORT + Duration::from_secs(2 * u64::from(timeout)),
+        )?;
+        Ok(out.ok().then(|| out.text.trim().to_string()))
+    }
+
+    /// `count` TCP connections one after the other from `from` to
+    /// `ip`:`port` (in one console command): each one's answer, "" for a
+    /// connection that failed.
+    pub fn tcp_get_many(&mut self, from: &PodInfo, ip: IpAddr, port: u16, count: u32) -> Result<Vec<String>, Error> {
+        let target = socat_target(ip, port);
+        let out = self.vms[from.node].run(
+            &format!(
+                "i=0; while [ $i -lt {count} ]; do i=$((i+1)); \
+                 a=$(/usr/local/bin/ip netns exec {} /usr/local/bin/socat -T 3 - {target},connect-timeout=3 </dev/null 2>/dev/null); \
+                 echo \"@@ $a\"; done",
+                from.name
+            ),
+            SHORT + Duration::from_secs(7 * u64::from(count)),
+        )?;
+        Ok(out
+            .text
+            .lines()
+            .filter_map(|l| l.strip_prefix("@@"))
+            .map(|a| a.trim().to_string())
+            .collect())
     }
 
     /// Powers every VM off and stops the stand-in.
@@ -440,6 +636,14 @@ impl Cluster {
         if let Some(api) = self.api.take() {
             self.rt.block_on(api.shutdown());
         }
+    }
+}
+
+/// socat's address for a TCP connection to `ip`:`port`.
+fn socat_target(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("TCP4:{v4}:{port}"),
+        IpAddr::V6(v6) => format!("TCP6:[{v6}]:{port}"),
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Spec {
     pub netlet: PathBuf,
     /// The kernel release whose modules to take, e.g. `6.1.0-56-cloud-amd64`.
     pub kernel_release: String,
+    /// Where that kernel's `lib/modules` is; None: `/`.
+    pub modules_base: Option<PathBuf>,
 }
 
 /// `/init`: mounts, modules, the two NICs named by MAC (`api0`: user-mode
@@ -161,10 +163,27 @@ pub fn build(spec: &Spec, out: &Path) -> Result<(), Error> {
     }
 
     // Kernel modules, dependencies first.
-    let order = modules_in_order(&spec.kernel_release, MODULES)?;
+    let order = modules_in_order(&spec.kernel_release, spec.modules_base.as_deref(), MODULES)?;
     let mut names = String::new();
     for (name, file) in &order {
-        copy(file, &root.join("lib/modules").join(format!("{name}.ko")))?;
+        let to = root.join("lib/modules").join(format!("{name}.ko"));
+        // busybox's insmod takes plain modules only.
+        match file.extension().and_then(|e| e.to_str()) {
+            Some(tool @ ("xz" | "zst")) => {
+                let tool = if tool == "xz" { "xz" } else { "zstd" };
+                let out = std::fs::File::create(&to).map_err(|e| Error::io(format!("creating {}", to.display()), e))?;
+                let status = Command::new(tool)
+                    .arg("-dc")
+                    .arg(file)
+                    .stdout(out)
+                    .status()
+                    .map_err(|e| Error::io(format!("running {tool}"), e))?;
+                if !status.success() {
+                    return Err(Error::Command(format!("{tool} -dc {}: {status}", file.display())));
+                }
+            }
+            _ => copy(file, &to)?,
+        }
         names.push_str(name);
         names.push('\n');
     }
@@ -213,12 +232,21 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, Error> {
 }
 
 /// `wanted` and their dependencies (`modinfo -F depends`), as (name, file),
-/// each after what it depends on; built-in modules are left out.
-pub fn modules_in_order(release: &str, wanted: &[&str]) -> Result<Vec<(String, PathBuf)>, Error> {
+/// each after what it depends on; built-in modules are left out. `base`:
+/// where the kernel's `lib/modules` is (`modinfo -b`), None for `/`.
+pub fn modules_in_order(release: &str, base: Option<&Path>, wanted: &[&str]) -> Result<Vec<(String, PathBuf)>, Error> {
     let mut done: Vec<(String, PathBuf)> = Vec::new();
     let mut seen = BTreeSet::new();
+    let modinfo = |field: &str, name: &str| {
+        let mut cmd = Command::new("modinfo");
+        if let Some(base) = base {
+            cmd.arg("-b").arg(base);
+        }
+        cmd.args(["-k", release, "-F", field, name]);
+        run(&mut cmd, "modinfo")
+    };
     fn visit(
-        release: &str,
+        modinfo: &dyn Fn(&str, &str) -> Result<String, Error>,
         name: &str,
         seen: &mut BTreeSet<String>,
         done: &mut Vec<(String, PathBuf)>,
@@ -227,26 +255,20 @@ pub fn modules_in_order(release: &str, wanted: &[&str]) -> Result<Vec<(String, P
         if !seen.insert(name.clone()) {
             return Ok(());
         }
-        let file = run(
-            Command::new("modinfo").args(["-k", release, "-F", "filename", &name]),
-            "modinfo",
-        )?;
+        let file = modinfo("filename", &name)?;
         let file = file.trim();
         if file.is_empty() || file.starts_with("(builtin)") {
             return Ok(());
         }
-        let depends = run(
-            Command::new("modinfo").args(["-k", release, "-F", "depends", &name]),
-            "modinfo",
-        )?;
+        let depends = modinfo("depends", &name)?;
         for dep in depends.trim().split(',').filter(|d| !d.is_empty()) {
-            visit(release, dep, seen, done)?;
+            visit(modinfo, dep, seen, done)?;
         }
         done.push((name, PathBuf::from(file)));
         Ok(())
     }
     for name in wanted {
-        visit(release, name, &mut seen, &mut done)?;
+        visit(&modinfo, name, &mut seen, &mut done)?;
     }
     Ok(done)
 }

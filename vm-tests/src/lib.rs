@@ -11,6 +11,12 @@
 //! `busybox-static`, `cpio` and `kmod` (`scripts/install-deps.sh vm`), and
 //! a built `netlet` (`$NETLET_BIN`, else `$CARGO_TARGET_DIR/debug/netlet`,
 //! else the workspace's `target/debug/netlet`).
+//!
+//! `NETLET_VM_KERNEL=/path/boot/vmlinuz-<release>` boots another kernel:
+//! one unpacked from a Debian kernel package (`dpkg-deb -x`), its modules
+//! beside it under `lib/modules/<release>` or `usr/lib/modules/<release>`
+//! of the same root. The agent's NetworkPolicy and Services TC programs
+//! need TCX links (Linux 6.6+), which bookworm's 6.1 cloud kernel lacks.
 
 pub mod cluster;
 pub mod initramfs;
@@ -30,6 +36,8 @@ pub enum Error {
     Missing(String),
     #[error("{0}")]
     Command(String),
+    #[error("API: {0}")]
+    Api(#[source] kube::Error),
     #[error("VM {node}: {what}\n--- console ---\n{console}")]
     Vm {
         node: String,
@@ -53,6 +61,8 @@ pub struct Host {
     pub netlet: PathBuf,
     pub kernel: PathBuf,
     pub kernel_release: String,
+    /// Where the kernel's `lib/modules` is (`modinfo -b`); None: `/`.
+    pub modules_base: Option<PathBuf>,
 }
 
 /// The netlet binary the VMs run.
@@ -78,10 +88,26 @@ impl Host {
                 missing.push(format!("{tool} ({package})"));
             }
         }
-        let kernel = cluster::find_cloud_kernel(std::path::Path::new("/boot"));
-        if kernel.is_none() {
-            missing.push("/boot/vmlinuz-*-cloud-amd64 and its modules (linux-image-cloud-amd64)".into());
-        }
+        let mut modules_base = None;
+        let kernel = match std::env::var_os("NETLET_VM_KERNEL") {
+            Some(path) => match unpacked_kernel(std::path::Path::new(&path)) {
+                Ok((kernel, release, base)) => {
+                    modules_base = Some(base);
+                    Some((kernel, release))
+                }
+                Err(e) => {
+                    missing.push(format!("NETLET_VM_KERNEL: {e}"));
+                    None
+                }
+            },
+            None => {
+                let kernel = cluster::find_cloud_kernel(std::path::Path::new("/boot"));
+                if kernel.is_none() {
+                    missing.push("/boot/vmlinuz-*-cloud-amd64 and its modules (linux-image-cloud-amd64)".into());
+                }
+                kernel
+            }
+        };
         let netlet = netlet_binary();
         if !netlet.is_file() {
             missing.push(format!(
@@ -97,8 +123,41 @@ impl Host {
             netlet,
             kernel,
             kernel_release,
+            modules_base,
         })
     }
+}
+
+/// A kernel `vmlinuz-<release>` unpacked from a package into some root:
+/// (vmlinuz, release, the directory holding its `lib/modules`), with
+/// `modules.dep` made by `depmod` if the package left it out.
+fn unpacked_kernel(vmlinuz: &std::path::Path) -> Result<(PathBuf, String, PathBuf), String> {
+    let release = vmlinuz
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .ok_or_else(|| format!("{} is not named vmlinuz-<release>", vmlinuz.display()))?
+        .to_string();
+    let root = vmlinuz
+        .parent()
+        .and_then(|boot| boot.parent())
+        .ok_or_else(|| format!("{} is not in <root>/boot", vmlinuz.display()))?;
+    let base = [root.to_path_buf(), root.join("usr")]
+        .into_iter()
+        .find(|b| b.join("lib/modules").join(&release).is_dir())
+        .ok_or_else(|| format!("no lib/modules/{release} under {}", root.display()))?;
+    if !base.join("lib/modules").join(&release).join("modules.dep").is_file() {
+        let status = std::process::Command::new("depmod")
+            .arg("-b")
+            .arg(&base)
+            .arg(&release)
+            .status()
+            .map_err(|e| format!("running depmod: {e}"))?;
+        if !status.success() {
+            return Err(format!("depmod -b {} {release}: {status}", base.display()));
+        }
+    }
+    Ok((vmlinuz.to_path_buf(), release, base))
 }
 
 /// For a VM test: the host if it may go on. Without root, QEMU or the
