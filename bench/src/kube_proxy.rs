@@ -40,8 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use testbed::Netns;
 
-/// Namespace, port name, ports and protocol of every generated Service; the
-/// same shape as the `cache-memory` benchmark's Services.
+/// Namespace, port name, ports and protocol of every generated Service.
 pub const NAMESPACE: &str = "default";
 pub const PORT_NAME: &str = "http";
 pub const PORT: u16 = 80;
@@ -55,7 +54,7 @@ const MASQ_MARK: &str = "0x004000";
 /// Above this many endpoints in all kube-proxy drops per-endpoint comments.
 pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
 /// Addresses per /24-ish block in the deterministic address plan (10.4x.A.B
-/// with B in 1..=250), as the `cache-memory` benchmark uses.
+/// with B in 1..=250).
 const PER_BLOCK: usize = 250;
 const MAX_ADDRESSES: usize = PER_BLOCK * 256;
 

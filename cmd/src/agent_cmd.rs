@@ -11,6 +11,7 @@ use crate::cli::AgentArgs;
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init();
+    return_freed_memory();
     let config = args.config.load()?;
     let notifier = crate::install::notify::Notifier::from_env();
     runtime()?.block_on(async {
@@ -72,6 +73,20 @@ pub fn agent(config: Config, client: kube::Client, plugin_binary: Option<PathBuf
     // Always: with egress.masquerade off it removes an earlier table.
     agent = agent.with_module(Box::<netstack::egress::EgressModule>::default());
     agent
+}
+
+/// Makes glibc give freed memory back to the kernel. Starting up briefly
+/// takes tens of MiB (the kernel's BTF parsed by the BPF loaders, one per
+/// module); by default glibc then raises its trim threshold to the largest
+/// block freed, and that memory stays resident for the agent's lifetime.
+/// A fixed threshold keeps the resident set near what is in use (measured
+/// by `make bench-footprint`: about 30 instead of up to 45 MiB at load).
+fn return_freed_memory() {
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

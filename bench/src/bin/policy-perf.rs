@@ -30,8 +30,9 @@ struct Args {
     netlet: PathBuf,
     #[arg(long, default_value_t = 1000)]
     policies: usize,
-    /// Rounds per measurement (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    /// Rounds per side (the median is reported); the side without
+    /// policies runs half before and half after the side with them.
+    #[arg(long, default_value_t = 6)]
     rounds: usize,
     #[arg(long, default_value_t = 2)]
     round_secs: u64,
@@ -75,7 +76,10 @@ fn main() -> anyhow::Result<()> {
         .stdout(std::process::Stdio::null())
         .spawn()?;
 
-    let without = measure(&args, &client_ns, server_ip)?;
+    // Half the rounds without policies before, half after, the rounds
+    // with policies in between: drift on a busy machine hits both sides.
+    let early = args.rounds / 2;
+    let mut without = measure(early, &args, &client_ns, server_ip)?;
     println!(
         "policy-perf: {} policies vs none, pod to pod on one node",
         args.policies
@@ -83,7 +87,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(create_policies(&client, args.policies))?;
     let allow = allow_client();
     rt.block_on(wait_enforced(&client_ns, server_ip, true))?;
-    let with = measure(&args, &client_ns, server_ip)?;
+    let with = measure(args.rounds, &args, &client_ns, server_ip)?;
 
     let mut latencies = Vec::new();
     for _ in 0..args.changes {
@@ -95,6 +99,9 @@ fn main() -> anyhow::Result<()> {
         rt.block_on(wait_enforced(&client_ns, server_ip, true))?;
         latencies.push(start.elapsed());
     }
+    rt.block_on(delete_policies(&client, &dir.path().join("run/admin.sock")))?;
+    without.extend(measure(args.rounds - early, &args, &client_ns, server_ip)?);
+    let (without, with) = (without.medians(), with.medians());
     let _ = iperf.kill();
     let _ = iperf.wait();
     latencies.sort();
@@ -143,24 +150,43 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Samples of each figure, one per round.
+#[derive(Default)]
 struct Figures {
     /// bits per second
+    throughput: Vec<f64>,
+    connects: Vec<f64>,
+}
+
+struct Medians {
     throughput: f64,
     connects: f64,
 }
 
-/// Medians over `args.rounds` rounds of each.
-fn measure(args: &Args, client: &Netns, server: IpAddr) -> anyhow::Result<Figures> {
-    let mut throughput = Vec::new();
-    let mut connects = Vec::new();
-    for _ in 0..args.rounds {
-        throughput.push(iperf(client, server, args.round_secs)?);
-        connects.push(connect_rate(client, server, Duration::from_secs(args.round_secs))?);
+impl Figures {
+    fn extend(&mut self, more: Figures) {
+        self.throughput.extend(more.throughput);
+        self.connects.extend(more.connects);
     }
-    Ok(Figures {
-        throughput: median(&mut throughput),
-        connects: median(&mut connects),
-    })
+
+    fn medians(mut self) -> Medians {
+        Medians {
+            throughput: median(&mut self.throughput),
+            connects: median(&mut self.connects),
+        }
+    }
+}
+
+/// `rounds` rounds of each measurement.
+fn measure(rounds: usize, args: &Args, client: &Netns, server: IpAddr) -> anyhow::Result<Figures> {
+    let mut figures = Figures::default();
+    for _ in 0..rounds {
+        figures.throughput.push(iperf(client, server, args.round_secs)?);
+        figures
+            .connects
+            .push(connect_rate(client, server, Duration::from_secs(args.round_secs))?);
+    }
+    Ok(figures)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -281,6 +307,29 @@ async fn create_policies(client: &kube::Client, n: usize) -> anyhow::Result<()> 
     }
     api.create(&PostParams::default(), &allow_client()).await?;
     Ok(())
+}
+
+/// Deletes every policy of the bench's namespace and waits until the
+/// agent no longer enforces any.
+async fn delete_policies(client: &kube::Client, admin: &Path) -> anyhow::Result<()> {
+    let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), NAMESPACE);
+    for policy in api.list(&Default::default()).await? {
+        let name = policy.metadata.name.unwrap_or_default();
+        api.delete(&name, &DeleteParams::default()).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let report: netstack::policy::PolicyReport =
+            serde_json::from_str(&netstack::admin::client::get(admin, "/v1/policy").await?.body)?;
+        let open = report.pods.iter().all(|p| p.ingress.isolated_by.is_empty());
+        if report.policies == 0 && open {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the agent still enforces policies 60 s after they were deleted");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The API stand-in and the agent in this process, with the bench's

@@ -31,7 +31,7 @@ pub fn write_conflist(config: &Config) -> Result<PathBuf, InstallError> {
     let path = config.cni.conf_dir.join(CONFLIST_NAME);
     let mut text = serde_json::to_string_pretty(&conflist(config)).expect("a conflist serializes");
     text.push('\n');
-    replace(&path, text.as_bytes(), 0o644)?;
+    replace(&path, 0o644, |file| file.write_all(text.as_bytes()))?;
     Ok(path)
 }
 
@@ -46,21 +46,43 @@ pub fn install_plugin(binary: &Path, bin_dir: &Path) -> Result<bool, InstallErro
     let source = std::fs::metadata(binary).map_err(err(binary))?;
     if let Ok(existing) = std::fs::metadata(&target) {
         let same_file = existing.dev() == source.dev() && existing.ino() == source.ino();
-        if same_file
-            || (existing.len() == source.len()
-                && std::fs::read(&target).map_err(err(&target))? == std::fs::read(binary).map_err(err(binary))?)
-        {
+        if same_file || (existing.len() == source.len() && same_contents(&target, binary).map_err(err(&target))?) {
             return Ok(false);
         }
     }
-    let bytes = std::fs::read(binary).map_err(err(binary))?;
-    replace(&target, &bytes, 0o755)?;
+    let mut from = std::fs::File::open(binary).map_err(err(binary))?;
+    replace(&target, 0o755, |to| std::io::copy(&mut from, to).map(drop))?;
     Ok(true)
 }
 
-/// Replaces `path` with `bytes` so that a reader sees the old file or the
-/// new one, never part of one.
-fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
+/// Whether two files hold the same bytes, read a piece at a time: the
+/// binary is megabytes, which the agent should not hold in memory (the
+/// allocator keeps such a peak resident long after it is freed).
+fn same_contents(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    const PIECE: usize = 64 * 1024;
+    let (mut a, mut b) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut x, mut y) = (vec![0u8; PIECE], vec![0u8; PIECE]);
+    loop {
+        let n = a.read(&mut x)?;
+        if n == 0 {
+            // Same length was checked first; b must be at its end too.
+            return Ok(b.read(&mut y)? == 0);
+        }
+        b.read_exact(&mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// Replaces `path` with what `write` puts in a new file, so that a reader
+/// sees the old file or the new one, never part of one.
+fn replace(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<(), InstallError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     // A dot file with another extension: runtimes skip it while listing.
@@ -71,8 +93,7 @@ fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
     };
     std::fs::create_dir_all(dir).map_err(at(dir))?;
     let mut file = std::fs::File::create(&temp).map_err(at(&temp))?;
-    let written = file
-        .write_all(bytes)
+    let written = write(&mut file)
         .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(mode)))
         .and_then(|()| file.sync_all())
         .and_then(|()| std::fs::rename(&temp, path));
