@@ -22,3 +22,5 @@ pub mod layout;
 pub mod entries;
 #[cfg(feature = "runtime")]
 pub mod pinned;
+#[cfg(feature = "runtime")]
+pub mod tc;

@@ -92,9 +92,16 @@ fn wire(node: &Netns, pod: &Netns, host: &str, (v4, v6): (&str, &str)) {
 
 impl Bed {
     fn new() -> Bed {
-        let node = Netns::new("polnode").unwrap();
-        let client = Netns::new("polcli").unwrap();
-        let server = Netns::new("polsrv").unwrap();
+        Bed::with_tc(None, ("polnode", "polcli", "polsrv", "polveth"))
+    }
+
+    /// A bed whose programs attach in `tc_mode` (probed if `None`), with
+    /// namespaces and pin directory named after `names`.
+    fn with_tc(tc_mode: Option<bpfkit::tc::TcMode>, names: (&str, &str, &str, &str)) -> Bed {
+        let (node, client, server, pins) = names;
+        let node = Netns::new(node).unwrap();
+        let client = Netns::new(client).unwrap();
+        let server = Netns::new(server).unwrap();
         run(&node, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         run(&node, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
         // The node's own addresses, as a node has.
@@ -102,8 +109,8 @@ impl Bed {
         run(&node, &["ip", "addr", "add", "fd77::ff/128", "dev", "lo", "nodad"]);
         wire(&node, &client, "hcli", CLIENT);
         wire(&node, &server, "hsrv", SERVER);
-        let pins = testbed::PinDir::new("polveth");
-        let dp = Datapath::load(&options(&pins)).unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+        let pins = testbed::PinDir::new(pins);
+        let dp = Datapath::load_with_tc(&options(&pins), tc_mode).unwrap_or_else(|e| panic!("{}", common::chain(&e)));
         let cluster = Cluster::new(vec![
             pod("x", "client", "client", &[CLIENT.0, CLIENT.1]),
             pod("x", "server", "server", &[SERVER.0, SERVER.1]),
@@ -290,4 +297,76 @@ fn tcp_between_pods_follows_policy_and_changes_cut_kept_connections() {
     assert_eq!(bed.node.run(|| dp.prune_links()), ["hcli"]);
     assert!(bed.dp.attached().is_empty());
     assert!(bed.pins.path().exists());
+}
+
+/// The filters `tc` lists on `device`'s `direction` in `ns`, one line each.
+fn tc_filters(ns: &Netns, device: &str, direction: &str) -> Vec<String> {
+    let out = ns.exec(&["tc", "filter", "show", "dev", device, direction]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" handle "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// On kernels without TCX the programs go on as netlink (cls_bpf)
+/// filters (forced here): a clsact qdisc is added for them, they enforce,
+/// a restarted agent replaces them in place, and detach removes them.
+#[test]
+fn netlink_filters_enforce_without_tcx() {
+    if !testbed::require_privileges("netlink_filters_enforce_without_tcx") {
+        return;
+    }
+    let netlink = Some(bpfkit::tc::TcMode::Netlink);
+    let mut bed = Bed::with_tc(netlink, ("polnlnode", "polnlcli", "polnlsrv", "polnl"));
+    assert_eq!(bed.dp.tc_mode(), bpfkit::tc::TcMode::Netlink);
+    let _servers = (
+        testbed::serve(&bed.server, "server", &[80, 81]),
+        testbed::serve(&bed.client, "client", &[80]),
+    );
+    bed.attach();
+    let dp = &bed.dp;
+    assert_eq!(bed.node.run(|| dp.attached()), ["hcli", "hsrv"]);
+    let egress = tc_filters(&bed.node, "hsrv", "egress");
+    assert!(egress.len() == 1 && egress[0].contains("to_pod"), "{egress:?}");
+    assert_eq!(tc_filters(&bed.node, "hsrv", "ingress").len(), 1);
+    expect(&bed.client, SERVER, 80, false);
+
+    bed.cluster.set_policy(
+        "server",
+        json!({"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"],
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                            "ports": [{"port": 80}]}]}),
+    );
+    bed.apply();
+    expect(&bed.client, SERVER, 80, true);
+    expect(&bed.client, SERVER, 81, false);
+
+    // The agent goes, its filters stay; the next one replaces them.
+    bed.dp = Datapath::load_with_tc(&options(&bed.pins), netlink).unwrap();
+    expect(&bed.client, SERVER, 81, false);
+    let applied = bed.apply();
+    assert_eq!((applied.written, applied.removed), (0, 0));
+    bed.attach();
+    let again = tc_filters(&bed.node, "hsrv", "egress");
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_ne!(again, egress, "the program was replaced");
+    expect(&bed.client, SERVER, 80, true);
+    expect(&bed.client, SERVER, 81, false);
+
+    // Detached, the filters are gone and everything flows.
+    let dp = &mut bed.dp;
+    bed.node.run(|| dp.detach("hsrv").unwrap());
+    let dp = &bed.dp;
+    assert_eq!(bed.node.run(|| dp.attached()), ["hcli"]);
+    assert!(tc_filters(&bed.node, "hsrv", "egress").is_empty());
+    assert!(tc_filters(&bed.node, "hsrv", "ingress").is_empty());
+    expect_soon(&bed.client, SERVER, 81);
+
+    // A marker whose veth is gone is pruned.
+    run(&bed.node, &["ip", "link", "del", "hcli"]);
+    let dp = &mut bed.dp;
+    assert_eq!(bed.node.run(|| dp.prune_links()), ["hcli"]);
+    let dp = &bed.dp;
+    assert!(bed.node.run(|| dp.attached()).is_empty());
 }

@@ -9,12 +9,12 @@
 //! booted cluster. Each prints a result line; the suite prints its total
 //! time (about 200 s for all eight on a 2-CPU machine).
 //!
-//! `service` and `policy` need a VM kernel with TCX (Linux 6.6+; see
-//! `has_tcx`): on bookworm's 6.1 cloud kernel they are skipped with a
-//! message unless named in NETLET_VM_SCENARIOS. To run them, unpack a
-//! newer Debian cloud kernel package (e.g. trixie's
-//! `linux-image-6.12.*-cloud-amd64`: `dpkg-deb -x PKG.deb DIR`) and set
-//! `NETLET_VM_KERNEL=DIR/boot/vmlinuz-<release>`.
+//! `service` and `policy` run on any VM kernel: with TCX (Linux 6.6+; see
+//! `has_tcx`) the agent's TC programs attach through TCX links, on
+//! bookworm's 6.1 cloud kernel as netlink (cls_bpf) filters. To run them
+//! on a newer kernel, unpack a newer Debian cloud kernel package (e.g.
+//! trixie's `linux-image-6.12.*-cloud-amd64`: `dpkg-deb -x PKG.deb DIR`)
+//! and set `NETLET_VM_KERNEL=DIR/boot/vmlinuz-<release>`.
 //!
 //! NETLET_VM_SCENARIOS=basic,switch runs only those (in this file's
 //! order). NETLET_VM_NODES=4 boots four VMs instead of three; a scenario
@@ -453,19 +453,11 @@ struct Scenario {
     nodes: u8,
     run: fn(&mut Cluster) -> Outcome,
     default: bool,
-    /// Whether the agent needs TCX links (Linux 6.6+) for it: its TC
-    /// programs (NetworkPolicy on pod veths, Services on the external
-    /// interfaces) attach through them only. On an older VM kernel
-    /// (bookworm's 6.1) such a scenario runs only when named in
-    /// NETLET_VM_SCENARIOS, and fails: see [`has_tcx`].
-    needs_tcx: bool,
 }
 
 /// Whether kernel `release` (`6.12.117+deb13-cloud-amd64`) has TCX
-/// (BPF links for TC, Linux 6.6). On 6.1 the agent's policy module makes
-/// the CNI ADD fail ("Parent Qdisc doesn't exists": it attaches without a
-/// clsact qdisc) and its services module fails at start ("its link cannot
-/// be pinned: Invalid link": a netlink TC attachment is no BPF link).
+/// (BPF links for TC, Linux 6.6): where it has not, the agent's TC
+/// programs go on as netlink (cls_bpf) filters instead.
 fn has_tcx(release: &str) -> bool {
     let mut parts = release
         .split(|c: char| !c.is_ascii_digit())
@@ -481,7 +473,6 @@ const SCENARIOS: &[Scenario] = &[
         nodes: 1,
         run: basic,
         default: true,
-        needs_tcx: false,
     },
     Scenario {
         name: "native",
@@ -489,7 +480,6 @@ const SCENARIOS: &[Scenario] = &[
         nodes: 1,
         run: native,
         default: true,
-        needs_tcx: false,
     },
     Scenario {
         name: "switch",
@@ -497,7 +487,6 @@ const SCENARIOS: &[Scenario] = &[
         nodes: 1,
         run: switch,
         default: true,
-        needs_tcx: false,
     },
     Scenario {
         name: "dns",
@@ -505,7 +494,6 @@ const SCENARIOS: &[Scenario] = &[
         nodes: 1,
         run: dns,
         default: true,
-        needs_tcx: false,
     },
     Scenario {
         name: "service",
@@ -513,7 +501,6 @@ const SCENARIOS: &[Scenario] = &[
         nodes: 3,
         run: service,
         default: true,
-        needs_tcx: true,
     },
     Scenario {
         name: "policy",
@@ -521,7 +508,6 @@ const SCENARIOS: &[Scenario] = &[
         nodes: 2,
         run: policy,
         default: true,
-        needs_tcx: true,
     },
     Scenario {
         name: "reboot",
@@ -529,7 +515,6 @@ const SCENARIOS: &[Scenario] = &[
         nodes: 2,
         run: reboot,
         default: true,
-        needs_tcx: false,
     },
     Scenario {
         name: "vxlan",
@@ -537,7 +522,6 @@ const SCENARIOS: &[Scenario] = &[
         nodes: 1,
         run: vxlan,
         default: true,
-        needs_tcx: false,
     },
 ];
 
@@ -557,22 +541,21 @@ fn cluster() {
     let mut current: Option<(Option<&str>, Cluster)> = None;
     let mut failed = Vec::new();
     let mut passed = 0;
-    let mut skipped = 0;
+    eprintln!(
+        "VM kernel {}: TC programs attach through {}",
+        host.kernel_release,
+        if has_tcx(&host.kernel_release) {
+            "TCX links"
+        } else {
+            "netlink filters (no TCX)"
+        }
+    );
     for s in SCENARIOS {
         let wanted = match only.as_deref() {
             Some(list) => list.split(',').any(|n| n.trim() == s.name),
             None => s.default,
         };
         if !wanted {
-            continue;
-        }
-        if s.needs_tcx && only.is_none() && !has_tcx(&host.kernel_release) {
-            eprintln!(
-                "scenario {}: skipped: the VM kernel {} has no TCX (Linux 6.6+), which the agent needs here; \
-                 NETLET_VM_KERNEL=<root>/boot/vmlinuz-<release> boots a newer one, NETLET_VM_SCENARIOS={} runs it anyway",
-                s.name, host.kernel_release, s.name
-            );
-            skipped += 1;
             continue;
         }
         let nodes = nodes.max(s.nodes);
@@ -624,7 +607,7 @@ fn cluster() {
         c.shutdown();
     }
     eprintln!(
-        "vm-tests: {passed} scenarios passed, {} failed, {skipped} skipped; total {:.1}s",
+        "vm-tests: {passed} scenarios passed, {} failed; total {:.1}s",
         failed.len(),
         started.elapsed().as_secs_f64()
     );

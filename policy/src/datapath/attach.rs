@@ -3,8 +3,11 @@
 //! earlier agent pinned on the same interface gets this build's program
 //! in place (one atomic link update: never a moment without policy, nor
 //! one with both programs); otherwise a new link is attached and pinned
-//! before the stale pin goes. Interfaces are named in the calling thread's
-//! network namespace.
+//! before the stale pin goes. On kernels without TCX (before 6.6) the
+//! programs go on as netlink cls_bpf filters at a fixed priority instead,
+//! recorded by markers at the same paths (see [`bpfkit::tc`]): a later
+//! agent's programs replace them in place. Interfaces are named in the
+//! calling thread's network namespace.
 
 use std::path::{Path, PathBuf};
 
@@ -12,10 +15,14 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::SchedClassifierLink;
 use aya::programs::{SchedClassifier, TcAttachType};
 use bpfkit::pinned::{interface_link, interface_links, pin_link};
+use bpfkit::tc::TcMode;
 
 use super::link_info::pinned_link_ifindex;
 use super::load::PROGRAMS;
 use super::{Datapath, DatapathError};
+
+/// The priority of the netlink (cls_bpf) filters on pod veths.
+const NETLINK_PRIORITY: u16 = 51;
 
 /// Each program's side of the veth: from_pod on its ingress, to_pod on its
 /// egress.
@@ -45,6 +52,15 @@ impl Datapath {
                 .expect("every program is in pod.o")
                 .try_into()
                 .map_err(|source| DatapathError::Program { name, source })?;
+            if self.tc_mode == TcMode::Netlink {
+                bpfkit::tc::attach_netlink(program, host_ifname, attach_type(name), NETLINK_PRIORITY, &pin).map_err(
+                    |source| DatapathError::Interface {
+                        interface: host_ifname.to_string(),
+                        source,
+                    },
+                )?;
+                continue;
+            }
             if pinned_link_ifindex(&pin) == Some(ifindex) && update_link(program, &pin).is_ok() {
                 continue;
             }
@@ -69,18 +85,14 @@ impl Datapath {
     /// links (nothing else holds them). The counters of a veth that never
     /// got an endpoint entry go too (an endpoint's go with its entry).
     pub fn detach(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
-        let ifindex = pinned_link_ifindex(&self.pin_path(PROGRAMS[0], host_ifname)).filter(|i| *i != 0);
+        let ifindex = pin_ifindex(&self.pin_path(PROGRAMS[0], host_ifname)).filter(|i| *i != 0);
         if let Some(ifindex) = ifindex.filter(|i| self.endpoint(*i).is_none()) {
             self.forget_counters(ifindex)?;
         }
         for name in PROGRAMS {
             let pin = self.pin_path(name, host_ifname);
-            match std::fs::remove_file(&pin) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(DatapathError::Io { path: pin, source: e });
-                }
-                _ => {}
-            }
+            bpfkit::tc::remove_pin(&pin, attach_type(name))
+                .map_err(|source| DatapathError::Io { path: pin, source })?;
         }
         Ok(())
     }
@@ -89,7 +101,7 @@ impl Datapath {
     /// (in any network namespace), sorted.
     pub fn attached(&self) -> Vec<String> {
         let mut interfaces: Vec<String> = (self.link_pins().into_iter())
-            .filter(|(pin, _)| pinned_link_ifindex(pin).is_some_and(|ifindex| ifindex != 0))
+            .filter(|(pin, _)| pin_ifindex(pin).is_some_and(|ifindex| ifindex != 0))
             .map(|(_, interface)| interface)
             .collect();
         interfaces.sort();
@@ -105,16 +117,22 @@ impl Datapath {
         let mut pruned = Vec::new();
         for (pin, interface) in self.link_pins() {
             let current = nix::net::if_::if_nametoindex(interface.as_str()).ok();
-            let live = pinned_link_ifindex(&pin).filter(|ifindex| *ifindex != 0);
+            let live = pin_ifindex(&pin).filter(|ifindex| *ifindex != 0);
             if live.is_none() || current.is_some_and(|ifindex| Some(ifindex) != live) {
                 tracing::info!(%interface, "dropping the NetworkPolicy link of an interface that is gone");
-                let _ = std::fs::remove_file(&pin);
+                let _ = bpfkit::tc::remove_pin(&pin, pin_attach_type(&pin));
                 pruned.push(interface);
             }
         }
         pruned.sort();
         pruned.dedup();
         pruned
+    }
+
+    /// How the programs are attached: TCX links, or netlink filters on
+    /// kernels without TCX.
+    pub fn tc_mode(&self) -> TcMode {
+        self.tc_mode
     }
 
     fn pin_path(&self, program: &str, interface: &str) -> PathBuf {
@@ -125,6 +143,22 @@ impl Datapath {
     fn link_pins(&self) -> Vec<(PathBuf, String)> {
         interface_links(&self.links, &PROGRAMS)
     }
+}
+
+/// The ifindex of the interface the pin (a pinned TCX link, or a netlink
+/// filter's marker) at `pin` is on: `Some(0)` when it is gone, `None` when
+/// there is no such pin.
+fn pin_ifindex(pin: &Path) -> Option<u32> {
+    bpfkit::tc::marked_ifindex(pin).or_else(|| pinned_link_ifindex(pin))
+}
+
+/// The side of the veth of the program whose pin is `pin`.
+fn pin_attach_type(pin: &Path) -> TcAttachType {
+    let file = pin
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    attach_type(PROGRAMS.iter().find(|p| file.starts_with(*p)).unwrap_or(&PROGRAMS[0]))
 }
 
 /// Puts `program` into the link pinned at `pin`, atomically. The pin keeps

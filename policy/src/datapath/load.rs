@@ -19,7 +19,18 @@ impl Datapath {
     /// Loads the programs (not attaching them anywhere yet) with the maps
     /// pinned under `options.pin_dir`, reusing those an earlier agent of
     /// the same build and sizes left, and reads back what they hold.
+    /// Programs go on through TCX links where the kernel has TCX (6.6+),
+    /// as netlink cls_bpf filters where not.
     pub fn load(options: &DatapathOptions) -> Result<Datapath, DatapathError> {
+        Self::load_with_tc(options, None)
+    }
+
+    /// [`Datapath::load`], with the TC attachment `tc_mode` instead of the
+    /// one the kernel is probed for (tests force the netlink one).
+    pub fn load_with_tc(
+        options: &DatapathOptions,
+        tc_mode: Option<bpfkit::tc::TcMode>,
+    ) -> Result<Datapath, DatapathError> {
         let pins = PinDir::prepare(&options.pin_dir, &maps_version(options))?;
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&pins.maps);
@@ -36,6 +47,14 @@ impl Datapath {
                 .map_err(failed)?;
             program.load().map_err(failed)?;
         }
+        let tc_mode = tc_mode.unwrap_or_else(|| {
+            let program: &SchedClassifier = (ebpf.program(PROGRAMS[0]))
+                .expect("every program is in pod.o")
+                .try_into()
+                .expect("a SchedClassifier");
+            bpfkit::tc::probe(program)
+        });
+        tracing::info!(tc_mode = %tc_mode, "NetworkPolicy attaches TC programs through {tc_mode}");
         // Programs of an earlier build keep their maps open while still
         // attached; only the pins go.
         for maps in pins.remove_other_versions() {
@@ -45,6 +64,7 @@ impl Datapath {
             ebpf,
             maps_dir: pins.maps,
             links: pins.links,
+            tc_mode,
             options: options.clone(),
             held: Held::default(),
             slots: PolicySlots::default(),

@@ -151,6 +151,8 @@ pub struct Datapath {
     maps_dir: PathBuf,
     /// Where the links are pinned.
     links: PathBuf,
+    /// How the programs are attached (TCX where the kernel has it).
+    tc_mode: bpfkit::tc::TcMode,
     options: DatapathOptions,
     held: Held,
     /// The slots and classes the maps are written with.

@@ -1,6 +1,9 @@
 //! Loading the programs and attaching them: to the cgroup for sockets, to
 //! the external interfaces for packets, each through a pinned link that
-//! replaces the previous agent's without a gap.
+//! replaces the previous agent's without a gap. On kernels without TCX
+//! (before 6.6) the TC programs go on as netlink cls_bpf filters instead,
+//! recorded by markers where their links would be pinned (see
+//! [`bpfkit::tc`]), and replaced in place by the next agent's.
 
 use std::collections::HashMap;
 
@@ -8,17 +11,29 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier};
 use aya::EbpfLoader;
 use bpfkit::pinned::{interface_link, interface_links, pin_link, PinDir};
+use bpfkit::tc::TcMode;
 
 use super::{
     BackendIds, Datapath, DatapathError, DatapathOptions, ANNOUNCE_MAPS, BACKEND_MAPS, FLOW_MAPS, MAPS_VERSION,
     PROGRAMS, SERVICE_MAPS, SOCKET_MAPS, SOCK_OBJECT, SOURCE_MAPS, TC_OBJECT, TC_PROGRAMS,
 };
 
+/// The priority of the netlink (cls_bpf) filters on external interfaces.
+const NETLINK_PRIORITY: u16 = 50;
+
 impl Datapath {
     /// Loads the programs, attaches them to `options.cgroup` (replacing a
     /// previous agent's attachment only once the new one is in place, so
     /// no connect goes untranslated) and reads back the pinned maps.
+    /// TC programs go on through TCX links where the kernel has TCX (6.6+),
+    /// as netlink cls_bpf filters where not.
     pub fn load(options: &DatapathOptions) -> Result<Datapath, DatapathError> {
+        Self::load_with_tc(options, None)
+    }
+
+    /// [`Datapath::load`], with the TC attachment `tc_mode` instead of the
+    /// one the kernel is probed for (tests force the netlink one).
+    pub fn load_with_tc(options: &DatapathOptions, tc_mode: Option<TcMode>) -> Result<Datapath, DatapathError> {
         let pins = PinDir::prepare(&options.pin_dir, MAPS_VERSION)?;
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&pins.maps);
@@ -65,6 +80,14 @@ impl Datapath {
                 .map_err(failed)?;
             program.load().map_err(failed)?;
         }
+        let tc_mode = tc_mode.unwrap_or_else(|| {
+            let program: &SchedClassifier = (tc.program(TC_PROGRAMS[0].0))
+                .expect("every program is in tc_external.o")
+                .try_into()
+                .expect("a SchedClassifier");
+            bpfkit::tc::probe(program)
+        });
+        tracing::info!(tc_mode = %tc_mode, "Service load balancing attaches TC programs through {tc_mode}");
         // Programs of an earlier build are detached now; their maps go.
         for maps in pins.remove_other_versions() {
             tracing::info!(%maps, "removed the pinned maps of an earlier netlet");
@@ -73,6 +96,7 @@ impl Datapath {
             ebpf,
             tc,
             links: pins.links,
+            tc_mode,
             map_entries: options.map_entries,
             backends: BackendIds::default(),
             frontends: HashMap::new(),
@@ -100,6 +124,16 @@ impl Datapath {
                     .expect("every program is in tc_external.o")
                     .try_into()
                     .map_err(failed)?;
+                let pin = interface_link(&self.links, name, device);
+                if self.tc_mode == TcMode::Netlink {
+                    bpfkit::tc::attach_netlink(program, device, direction, NETLINK_PRIORITY, &pin).map_err(
+                        |source| DatapathError::Device {
+                            device: device.clone(),
+                            source,
+                        },
+                    )?;
+                    continue;
+                }
                 // clsact may be there already (ours, or another tool's).
                 let _ = aya::programs::tc::qdisc_add_clsact(device);
                 let id = program
@@ -113,17 +147,27 @@ impl Datapath {
                     .map_err(failed)?
                     .try_into()
                     .map_err(|source| DatapathError::Link { name, source })?;
-                pin_link(link, &interface_link(&self.links, name, device))?;
+                pin_link(link, &pin)?;
             }
         }
-        // Unpinning a link is what detaches it: nothing else holds it.
+        // Unpinning a link is what detaches it: nothing else holds it. A
+        // netlink filter goes with its marker.
         for (pin, device) in self.device_pins() {
             if !devices.contains(&device) {
                 tracing::info!(%device, "detaching Service load balancing from an interface no longer listed");
-                let _ = std::fs::remove_file(pin);
+                let direction = (TC_PROGRAMS.iter())
+                    .find(|(name, _)| pin.file_name().is_some_and(|f| f.to_string_lossy().starts_with(name)))
+                    .map_or(aya::programs::TcAttachType::Ingress, |(_, d)| *d);
+                let _ = bpfkit::tc::remove_pin(&pin, direction);
             }
         }
         self.set_device_macs(devices)
+    }
+
+    /// How the TC programs are attached: TCX links, or netlink filters on
+    /// kernels without TCX.
+    pub fn tc_mode(&self) -> TcMode {
+        self.tc_mode
     }
 
     /// The interfaces the TC programs are attached to, by their pins.

@@ -144,6 +144,8 @@ pub struct Datapath {
     tc: Ebpf,
     /// Where the links are pinned.
     links: PathBuf,
+    /// How the TC programs are attached (TCX where the kernel has it).
+    tc_mode: bpfkit::tc::TcMode,
     map_entries: u32,
     backends: BackendIds,
     frontends: HashMap<Frontend, Applied>,
