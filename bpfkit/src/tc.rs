@@ -177,10 +177,7 @@ pub fn remove_pin(pin: &Path, attach_type: TcAttachType) -> std::io::Result<()> 
                 .is_some_and(|f| f.to_string_lossy().ends_with(&format!("-{name}")))
         };
         // An ifindex of a gone interface may come back on another one.
-        if let Some(name) = (nix::net::if_::if_indextoname(ifindex).ok())
-            .map(|n| n.to_string_lossy().into_owned())
-            .filter(|n| named(n))
-        {
+        if let Some(name) = index_name(ifindex).filter(|n| named(n)) {
             if let Ok(link) = SchedClassifierLink::attached(&name, attach_type, priority, HANDLE, None) {
                 // Gone already (with its qdisc, say) is fine.
                 let _ = link.detach();

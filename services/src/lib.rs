@@ -10,5 +10,5 @@ pub mod lb_ips;
 pub mod maps;
 pub mod plan;
 
-pub use datapath::{Datapath, DatapathError, DatapathOptions, FrontendState};
+pub use datapath::{release_filters, Datapath, DatapathError, DatapathOptions, FrontendState};
 pub use plan::{plan, Backend, Frontend, FrontendPlan, NodeView, Protocol, Scope};

@@ -28,8 +28,14 @@ pub fn datapath(config: &Config, report: &Report) -> anyhow::Result<()> {
             .context("cannot start the async runtime")?;
         runtime.block_on(links(config, report))?;
     }
-    // Unpinning the links detaches the programs; the maps go with them.
-    super::remove::remove(&config.services.pin_dir, report)
+    // Unpinning the links detaches the programs (netlink filters, on
+    // kernels without TCX, are detached first); the maps go with them.
+    // The policy programs were on the pod interfaces, gone above.
+    if !report.dry_run {
+        services::release_filters(&config.services.pin_dir);
+    }
+    super::remove::remove(&config.services.pin_dir, report)?;
+    super::remove::remove(&config.policy.pin_dir, report)
 }
 
 async fn links(config: &Config, report: &Report) -> anyhow::Result<()> {

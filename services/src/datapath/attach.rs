@@ -183,3 +183,18 @@ impl Datapath {
         interface_links(&self.links, &TC_PROGRAMS.map(|(name, _)| name))
     }
 }
+
+/// Detaches the TC programs an agent left on interfaces through netlink
+/// filters (kernels without TCX), which, unlike pinned links, outlive their
+/// pins: removing the pin directory alone would leave them attached. For
+/// `netlet uninstall --purge`, before the pin directory goes.
+pub fn release_filters(pin_dir: &std::path::Path) {
+    let links = pin_dir.join("links");
+    for (name, direction) in TC_PROGRAMS {
+        for (pin, _) in bpfkit::pinned::interface_links(&links, &[name]) {
+            if let Err(e) = bpfkit::tc::remove_pin(&pin, direction) {
+                tracing::warn!(pin = %pin.display(), error = %e, "cannot detach a Service load-balancing program");
+            }
+        }
+    }
+}

@@ -23,6 +23,7 @@ mod entries;
 mod frontends;
 mod read_back;
 
+pub use attach::release_filters;
 pub use read_back::FrontendState;
 
 /// bpf/sock.c and bpf/tc_external.c, compiled by build.rs.
