@@ -123,21 +123,7 @@ fn seen_as_eventually(from: &Path, to: SocketAddr, proto: Proto) -> Option<Strin
 }
 
 fn pod_ips(out: &common::Outcome) -> (IpAddr, IpAddr) {
-    let ips: Vec<IpAddr> = out.doc.as_ref().unwrap()["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ip| {
-            ip["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let ips: Vec<IpAddr> = out.ips();
     let v4 = *ips.iter().find(|ip| ip.is_ipv4()).expect("an IPv4 address");
     let v6 = *ips.iter().find(|ip| ip.is_ipv6()).expect("an IPv6 address");
     (v4, v6)

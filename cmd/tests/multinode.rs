@@ -37,21 +37,7 @@ fn add_pod(node: &ClusterNode, name: &str) -> Pod {
         .plugin
         .exec_pod("ADD", name, ("default", name), Some(&ns.path()), &conf);
     assert!(out.ok, "ADD {name} on {}: {out:?}", node.name);
-    let ips: Vec<IpAddr> = out.doc.as_ref().unwrap()["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ip| {
-            ip["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let ips: Vec<IpAddr> = out.ips();
     let v4 = *ips.iter().find(|ip| ip.is_ipv4()).expect("an IPv4 address");
     let v6 = *ips.iter().find(|ip| ip.is_ipv6()).expect("an IPv6 address");
     Pod { ns, v4, v6 }

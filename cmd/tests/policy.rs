@@ -173,21 +173,7 @@ fn model_pods(bed: &Bed) -> Vec<ModelPod> {
                 &conf,
             );
             assert!(out.ok, "ADD {namespace}/{name}: {:?}", out.doc);
-            let ips = out.doc.unwrap()["ips"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|ip| {
-                    ip["address"]
-                        .as_str()
-                        .unwrap()
-                        .split('/')
-                        .next()
-                        .unwrap()
-                        .parse()
-                        .unwrap()
-                })
-                .collect();
+            let ips = out.ips();
             let servers = testbed::serve(&netns, &format!("{namespace}/{name}"), &[80, 81, 53]);
             model.push(ModelPod {
                 namespace,

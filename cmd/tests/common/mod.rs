@@ -23,6 +23,19 @@ pub struct Outcome {
     pub doc: Option<Value>,
 }
 
+impl Outcome {
+    /// The addresses an ADD result gives the pod, without prefix lengths.
+    pub fn ips(&self) -> Vec<std::net::IpAddr> {
+        let ips = self.doc.as_ref().map(|d| d["ips"].clone()).unwrap_or_default();
+        (ips.as_array().into_iter().flatten())
+            .map(|ip| {
+                let address = ip["address"].as_str().unwrap_or_else(|| panic!("no address in {ip}"));
+                address.split('/').next().unwrap_or_default().parse().unwrap()
+            })
+            .collect()
+    }
+}
+
 impl Plugin {
     pub fn conf(&self, version: &str, extra: Value) -> Value {
         let mut c = json!({"cniVersion": version, "name": "netlet", "type": "netlet", "agentSocket": self.socket});
