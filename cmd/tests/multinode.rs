@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{eventually, Cluster, ClusterNode};
+use common::{eventually, Cluster, ClusterNode, ClusterPod};
 use serde_json::{json, Value};
 use testbed::{probe_all, serve, Netns, Probe, Proto};
 
@@ -23,25 +23,7 @@ static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const PORT: u16 = 8080;
 const ECHO_PEER_PORT: u16 = 9000;
 
-struct Pod {
-    ns: Netns,
-    v4: IpAddr,
-    v6: IpAddr,
-}
-
-/// Adds pod `name` on `node` through the plugin; its addresses.
-fn add_pod(node: &ClusterNode, name: &str) -> Pod {
-    let ns = Netns::new(name).unwrap();
-    let conf = node.plugin.conf("1.0.0", json!({}));
-    let out = node
-        .plugin
-        .exec_pod("ADD", name, ("default", name), Some(&ns.path()), &conf);
-    assert!(out.ok, "ADD {name} on {}: {out:?}", node.name);
-    let ips: Vec<IpAddr> = out.ips();
-    let v4 = *ips.iter().find(|ip| ip.is_ipv4()).expect("an IPv4 address");
-    let v6 = *ips.iter().find(|ip| ip.is_ipv6()).expect("an IPv6 address");
-    Pod { ns, v4, v6 }
-}
+type Pod = ClusterPod;
 
 /// A TCP server in `ns` that answers each connection with the address it
 /// came from: what the server sees of its client.
@@ -152,7 +134,7 @@ fn cross_node_traffic(prefix: &str, mode: &str, check_mode: impl Fn(&Cluster)) {
     );
 
     let names: Vec<String> = (0..3).map(|i| format!("{prefix}pod{i}")).collect();
-    let pods: Vec<Pod> = (0..3).map(|i| add_pod(&cluster.nodes[i], &names[i])).collect();
+    let pods: Vec<Pod> = (0..3).map(|i| cluster.nodes[i].add_pod(&names[i])).collect();
     let _servers: Vec<_> = pods.iter().zip(&names).map(|(p, n)| serve(&p.ns, n, &[PORT])).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let failed = all_reach(&pods.iter().collect::<Vec<_>>(), &name_refs);
@@ -345,7 +327,7 @@ fn without_routing_pods_of_other_nodes_are_out_of_reach() {
     let mut cluster = Cluster::new("mnz", 2);
     cluster.start_agents(&json!({}));
     let pods: Vec<Pod> = (0..2)
-        .map(|i| add_pod(&cluster.nodes[i], &format!("mnzpod{i}")))
+        .map(|i| cluster.nodes[i].add_pod(&format!("mnzpod{i}")))
         .collect();
     let _servers: Vec<_> = pods
         .iter()

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::process::{Child, Stdio};
 
-use common::{Cluster, ClusterNode};
+use common::{Cluster, ClusterPod};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::PostParams;
@@ -31,29 +31,7 @@ const PEER_PORT: u16 = 9090;
 /// How many connections may go by before both backends have answered.
 const TRIES: usize = 60;
 
-struct Pod {
-    name: String,
-    ns: Netns,
-    v4: IpAddr,
-    v6: IpAddr,
-}
-
-/// Adds pod `name` on `node` through the plugin; its addresses.
-fn add_pod(node: &ClusterNode, name: &str) -> Pod {
-    let ns = Netns::new(name).unwrap();
-    let conf = node.plugin.conf("1.0.0", json!({}));
-    let out = node
-        .plugin
-        .exec_pod("ADD", name, ("default", name), Some(&ns.path()), &conf);
-    assert!(out.ok, "ADD {name} on {}: {out:?}", node.name);
-    let ips: Vec<IpAddr> = out.ips();
-    Pod {
-        name: name.to_string(),
-        v4: *ips.iter().find(|ip| ip.is_ipv4()).expect("an IPv4 address"),
-        v6: *ips.iter().find(|ip| ip.is_ipv6()).expect("an IPv6 address"),
-        ns,
-    }
-}
+type Pod = ClusterPod;
 
 /// socat servers in the pod answering "<name> <client address>" on
 /// PEER_PORT, in both families; killed on drop.
@@ -249,7 +227,7 @@ fn services_reach_endpoints_on_other_nodes() {
         node.start_agent(&kubeconfig, &extra);
     }
     let pods: Vec<Pod> = (0..3)
-        .map(|i| add_pod(&cluster.nodes[i], &format!("mnspod{i}")))
+        .map(|i| cluster.nodes[i].add_pod(&format!("mnspod{i}")))
         .collect();
     let _names: Vec<_> = pods
         .iter()

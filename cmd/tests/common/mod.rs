@@ -263,25 +263,30 @@ impl Bed {
                 _ => raw[key] = value.clone(),
             }
         }
-        self.rt.block_on(async {
-            let raw: netstack::RawConfig = serde_json::from_value(raw).unwrap();
-            let config = raw.validate(NODE).unwrap();
-            let agent = netlet::agent_cmd::agent(config, self.client().await, Some(NETLET.into()))
-                .start()
-                .await
-                .unwrap();
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-            while !agent.status().ready {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "agent not ready: {:?}",
-                    agent.status().not_ready
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            agent
-        })
+        self.rt
+            .block_on(async { start_ready(raw, NODE, self.client().await).await })
     }
+}
+
+/// Starts an agent (with `raw` config, as node `node`) in this process, as
+/// `netlet agent` would, and waits until it is ready.
+async fn start_ready(raw: Value, node: &str, client: kube::Client) -> netstack::RunningAgent {
+    let raw: netstack::RawConfig = serde_json::from_value(raw).unwrap();
+    let config = raw.validate(node).unwrap();
+    let agent = netlet::agent_cmd::agent(config, client, Some(NETLET.into()))
+        .start()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !agent.status().ready {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agent of {node} not ready: {:?}",
+            agent.status().not_ready
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    agent
 }
 
 /// An agent process on the bed's directories, killed with SIGKILL on drop.
@@ -363,6 +368,14 @@ impl NodeWithOutside {
         }
         NodeWithOutside { node, outside, wire }
     }
+}
+
+/// A pod wired by [`ClusterNode::add_pod`].
+pub struct ClusterPod {
+    pub name: String,
+    pub ns: testbed::Netns,
+    pub v4: std::net::IpAddr,
+    pub v6: std::net::IpAddr,
 }
 
 /// One node of a [`Cluster`]: a network namespace joined to the cluster's
@@ -465,25 +478,30 @@ impl ClusterNode {
         }
         let name = self.name.clone();
         let agent = self.block_on(async move {
-            let raw: netstack::RawConfig = serde_json::from_value(raw).unwrap();
-            let config = raw.validate(&name).unwrap();
-            let client = netlet::kube_client::client(config.kubeconfig.as_deref()).await.unwrap();
-            let agent = netlet::agent_cmd::agent(config, client, Some(NETLET.into()))
-                .start()
-                .await
-                .unwrap();
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-            while !agent.status().ready {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "agent of {name} not ready: {:?}",
-                    agent.status().not_ready
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            agent
+            let kubeconfig = raw["kubeconfig"].as_str().map(PathBuf::from);
+            let client = netlet::kube_client::client(kubeconfig.as_deref()).await.unwrap();
+            start_ready(raw, &name, client).await
         });
         self.agent = Some(agent);
+    }
+}
+
+impl ClusterNode {
+    /// Adds pod `default/<name>` on this node through the plugin.
+    pub fn add_pod(&self, name: &str) -> ClusterPod {
+        let ns = testbed::Netns::new(name).unwrap();
+        let conf = self.plugin.conf("1.0.0", json!({}));
+        let out = self
+            .plugin
+            .exec_pod("ADD", name, ("default", name), Some(&ns.path()), &conf);
+        assert!(out.ok, "ADD {name} on {}: {out:?}", self.name);
+        let ips = out.ips();
+        ClusterPod {
+            name: name.to_string(),
+            v4: *ips.iter().find(|ip| ip.is_ipv4()).expect("an IPv4 address"),
+            v6: *ips.iter().find(|ip| ip.is_ipv6()).expect("an IPv6 address"),
+            ns,
+        }
     }
 }
 
