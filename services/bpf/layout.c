@@ -41,5 +41,6 @@ int main(void)
 	SIZE(lb4_announce_key); FIELD(lb4_announce_key, address);
 	SIZE(lb6_announce_key); FIELD(lb6_announce_key, address);
 	SIZE(lb_device); FIELD(lb_device, mac);
+	SIZE(lb_maglev); FIELD(lb_maglev, backend_ids);
 	return 0;
 }

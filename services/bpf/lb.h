@@ -36,9 +36,10 @@ struct lb6_key {
 	__u8 pad1[2];
 };
 
-/* Slot 0: count of usable backends (0: refuse connections) and the
- * Service's ClientIP affinity timeout in seconds (0: none). Slot n: the
- * id of backend n. */
+/* Slot 0: count of usable backends (0: refuse connections), the
+ * Service's ClientIP affinity timeout in seconds (0: none) and, in
+ * backend_id, the frontend's Maglev table in nl_lb_maglev (0: none, pick
+ * at random). Slot n: the id of backend n. */
 struct lb_slot {
 	__u32 backend_id;
 	__u16 count;
@@ -94,6 +95,21 @@ struct lb6_backend {
  * gets this node's address as its source (SNAT), so that the reply comes
  * back through this node for the reverse translation. */
 #define LB_BACKEND_REMOTE 1
+
+/* Maglev (consistent hashing) for traffic from outside: a flow's hash
+ * indexes a table of backend ids that every node computes alike from the
+ * same endpoints, so a node that never saw a flow (another node behind
+ * ECMP, or after its conntrack entry was evicted) sends it to the same
+ * backend, and an endpoint change moves only the flows it must. A prime
+ * size; 1021 keeps each table at 4 KiB and backends within one entry of
+ * each other in share (within ~10% at 100 backends). Tables are shared by
+ * every frontend with the same backends (all NodePort addresses and
+ * LoadBalancer IPs of a Service port). */
+#define LB_MAGLEV_SIZE 1021
+
+struct lb_maglev {
+	__u32 backend_ids[LB_MAGLEV_SIZE];
+};
 
 /* Session affinity: the backend a client last used for a frontend. The
  * client is its network namespace (a pod, or the node's own processes),

@@ -122,6 +122,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nl_snat6 SEC(".maps");
 
+/* Maglev tables (lb.h) by id, allocated as used: 4 KiB each. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb_maglev);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nl_lb_maglev SEC(".maps");
+
 /* This node's SNAT addresses: one entry, key 0. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

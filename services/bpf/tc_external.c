@@ -3,7 +3,9 @@
  * outside to a NodePort, externalIP or LoadBalancer IP is pointed at a
  * backend on the way in, and the backend's replies get the frontend's
  * address back on the way out. Connection tracking keeps every packet of
- * a flow on the backend its first packet chose. The client's address is
+ * a flow on the backend its first packet chose, and that choice is
+ * consistent (Maglev): any node picks the same backend for the same
+ * flow. The client's address is
  * kept, so backends see who connected, when the backend is on this node;
  * to a backend on another node the packet leaves with this node's address
  * and a port of its own as source (SNAT), so that the reply comes back
@@ -28,6 +30,7 @@
 #include "maps.h"
 #include "csum.h"
 #include "announce.h"
+#include "maglev.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -241,8 +244,9 @@ static __always_inline int snat6_reserve(struct __sk_buff *skb, const struct ct6
 	return -1;
 }
 
-/* A new flow to a frontend: picks its backend and records both
- * directions; or says to drop or refuse it. */
+/* A new flow to a frontend: picks its backend (by the frontend's Maglev
+ * table, maglev.h) and records both directions; or says to drop or
+ * refuse it. */
 static __always_inline int track4(struct __sk_buff *skb, const struct ct4_key *key, struct ct4_value *to)
 {
 	struct lb4_key svc_key;
@@ -250,6 +254,7 @@ static __always_inline int track4(struct __sk_buff *skb, const struct ct4_key *k
 	struct lb4_backend *be;
 	struct ct4_key rev;
 	struct ct4_value front;
+	__u32 backend_id;
 
 	__builtin_memset(&svc_key, 0, sizeof(svc_key));
 	svc_key.address = key->daddr;
@@ -275,11 +280,15 @@ static __always_inline int track4(struct __sk_buff *skb, const struct ct4_key *k
 		if (!bpf_map_lookup_elem(&nl_lb4_src, &src))
 			return DROP;
 	}
-	svc_key.slot = bpf_get_prandom_u32() % svc->count + 1;
-	slot = bpf_map_lookup_elem(&nl_lb4_svc, &svc_key);
-	if (!slot)
-		return DROP;
-	be = bpf_map_lookup_elem(&nl_lb4_be, &slot->backend_id);
+	backend_id = maglev_backend(svc, maglev_hash4(key));
+	if (!backend_id) {
+		svc_key.slot = bpf_get_prandom_u32() % svc->count + 1;
+		slot = bpf_map_lookup_elem(&nl_lb4_svc, &svc_key);
+		if (!slot)
+			return DROP;
+		backend_id = slot->backend_id;
+	}
+	be = bpf_map_lookup_elem(&nl_lb4_be, &backend_id);
 	if (!be)
 		return DROP;
 	__builtin_memset(to, 0, sizeof(*to));
@@ -317,6 +326,7 @@ static __always_inline int track6(struct __sk_buff *skb, const struct ct6_key *k
 	struct lb6_backend *be;
 	struct ct6_key rev;
 	struct ct6_value front;
+	__u32 backend_id;
 
 	__builtin_memset(&svc_key, 0, sizeof(svc_key));
 	__builtin_memcpy(svc_key.address, key->daddr, 16);
@@ -342,11 +352,15 @@ static __always_inline int track6(struct __sk_buff *skb, const struct ct6_key *k
 		if (!bpf_map_lookup_elem(&nl_lb6_src, &src))
 			return DROP;
 	}
-	svc_key.slot = bpf_get_prandom_u32() % svc->count + 1;
-	slot = bpf_map_lookup_elem(&nl_lb6_svc, &svc_key);
-	if (!slot)
-		return DROP;
-	be = bpf_map_lookup_elem(&nl_lb6_be, &slot->backend_id);
+	backend_id = maglev_backend(svc, maglev_hash6(key));
+	if (!backend_id) {
+		svc_key.slot = bpf_get_prandom_u32() % svc->count + 1;
+		slot = bpf_map_lookup_elem(&nl_lb6_svc, &svc_key);
+		if (!slot)
+			return DROP;
+		backend_id = slot->backend_id;
+	}
+	be = bpf_map_lookup_elem(&nl_lb6_be, &backend_id);
 	if (!be)
 		return DROP;
 	__builtin_memset(to, 0, sizeof(*to));

@@ -264,6 +264,17 @@ pub struct LbDevice {
     pub pad: [u8; 2],
 }
 
+/// Entries of a Maglev table (`LB_MAGLEV_SIZE`).
+pub const MAGLEV_SIZE: usize = 1021;
+
+/// A Maglev table (value of `nl_lb_maglev`): the backend id behind each
+/// entry, which a flow's hash picks.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LbMaglev {
+    pub backend_ids: [u32; MAGLEV_SIZE],
+}
+
 // SAFETY: plain old data: repr(C), every bit pattern valid, padding explicit.
 unsafe impl aya::Pod for Lb4Key {}
 unsafe impl aya::Pod for Lb6Key {}
@@ -289,6 +300,7 @@ unsafe impl aya::Pod for LbDevice {}
 unsafe impl aya::Pod for Snat4Value {}
 unsafe impl aya::Pod for Snat6Value {}
 unsafe impl aya::Pod for LbNode {}
+unsafe impl aya::Pod for LbMaglev {}
 
 impl Lb4Key {
     pub fn new(address: Ipv4Addr, port: u16, proto: u8, scope: u8, slot: u16) -> Lb4Key {
@@ -377,6 +389,7 @@ mod tests {
             struct_rows!("lb4_announce_key", Lb4AnnounceKey, [address]),
             struct_rows!("lb6_announce_key", Lb6AnnounceKey, [address]),
             struct_rows!("lb_device", LbDevice, [mac]),
+            struct_rows!("lb_maglev", LbMaglev, [backend_ids]),
         ]
         .concat();
         // The LPM prefix counts the frontend's bits before the source's.

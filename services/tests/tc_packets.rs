@@ -351,3 +351,133 @@ fn tc_programs_on_crafted_packets() {
         (TC_ACT_OK, unrelated.clone())
     );
 }
+
+/// A node loaded the way the test above loads one, on a cgroup and pin
+/// directory of its own: another node, as far as the maps go.
+fn node(name: &str) -> (Datapath, testbed::Cgroup, testbed::PinDir) {
+    let cgroup = testbed::Cgroup::new(name).unwrap();
+    let pins = testbed::PinDir::new(name);
+    let options = DatapathOptions {
+        pin_dir: pins.path().to_path_buf(),
+        cgroup: cgroup.path().to_path_buf(),
+        map_entries: 1024,
+        devices: Vec::new(),
+    };
+    (Datapath::load(&options).unwrap(), cgroup, pins)
+}
+
+/// The backend each of `flows` (client ports) is sent to by `dp` for the
+/// frontend `frontend`, from the client `client`.
+fn chosen(
+    dp: &Datapath,
+    proto: u8,
+    client: &str,
+    frontend: (&str, u16),
+    flows: std::ops::Range<u16>,
+) -> Vec<(IpAddr, u16)> {
+    flows
+        .map(|port| {
+            let (verdict, out) = dp.run_external(true, &packet(proto, (client, port), frontend)).unwrap();
+            assert_eq!(verdict, TC_ACT_OK);
+            parse(&out).1
+        })
+        .collect()
+}
+
+/// Maglev: a node that never saw a flow (behind ECMP, or after its
+/// conntrack entry was evicted) sends it to the backend any other node
+/// would, including through a NodePort on its own address; when a backend
+/// goes, only the flows it had move.
+#[test]
+fn every_node_sends_a_flow_to_the_same_backend() {
+    if !testbed::require_privileges("every_node_sends_a_flow_to_the_same_backend") {
+        return;
+    }
+    let (mut a, cgroup_a, pins_a) = node("maglev-a");
+    let (mut b, _cb, _pb) = node("maglev-b");
+    let (mut c, _cc, _pc) = node("maglev-c");
+    let families = [
+        (
+            TCP,
+            "198.51.100.7",
+            ["192.0.2.1", "192.0.2.2", "192.0.2.3"],
+            ["10.250.1.2", "10.250.1.3", "10.250.1.4"],
+        ),
+        (
+            UDP,
+            "2001:db8::99",
+            ["2001:db8::1", "2001:db8::2", "2001:db8::3"],
+            ["fd00:250::2", "fd00:250::3", "fd00:250::4"],
+        ),
+    ];
+    for (proto, client, nodes, backends) in families {
+        let protocol = if proto == TCP { Protocol::Tcp } else { Protocol::Udp };
+        let all: Vec<(&str, u16)> = backends.iter().map(|a| (*a, 8080)).collect();
+        // Nodes A and B list the endpoints in different orders.
+        let mut reversed = all.clone();
+        reversed.reverse();
+        let gone = all[1];
+        let rest: Vec<(&str, u16)> = all.iter().copied().filter(|b| *b != gone).collect();
+        a.apply(&external(nodes[0], 30090, protocol, &all)).unwrap();
+        b.apply(&external(nodes[1], 30090, protocol, &reversed)).unwrap();
+        c.apply(&external(nodes[2], 30090, protocol, &rest)).unwrap();
+
+        let flows = 41000..41060;
+        let on_a = chosen(&a, proto, client, (nodes[0], 30090), flows.clone());
+        let on_b = chosen(&b, proto, client, (nodes[1], 30090), flows.clone());
+        assert_eq!(on_a, on_b, "node B chose as node A did");
+        for backend in &all {
+            assert!(
+                on_a.contains(&ep(backend.0, backend.1)),
+                "{backend:?} got no flow of 60"
+            );
+        }
+        // Node C has one backend fewer: the flows that were on it move, and
+        // (Maglev's promise is "few", not "none") hardly any other.
+        let on_c = chosen(&c, proto, client, (nodes[2], 30090), flows);
+        let mut needless = 0;
+        for (before, after) in on_a.iter().zip(&on_c) {
+            if *before == ep(gone.0, gone.1) {
+                assert_ne!(after, before);
+            } else if after != before {
+                needless += 1;
+            }
+        }
+        assert!(
+            needless <= 6,
+            "{needless} of 60 flows moved though their backend stayed"
+        );
+    }
+    // One table per family and set of backends, shared by the frontends
+    // that have them; the last frontend to go takes it along.
+    assert_eq!(a.maglev_tables_in_map().unwrap(), 2);
+    let second = external(
+        "192.0.2.1",
+        30091,
+        Protocol::Tcp,
+        &[("10.250.1.3", 8080), ("10.250.1.2", 8080), ("10.250.1.4", 8080)],
+    );
+    a.apply(&second).unwrap();
+    assert_eq!(a.maglev_tables_in_map().unwrap(), 2, "the same backends share a table");
+    // A restarted agent takes the tables over without writing them again.
+    drop(a);
+    let mut again = Datapath::load(&DatapathOptions {
+        pin_dir: pins_a.path().to_path_buf(),
+        cgroup: cgroup_a.path().to_path_buf(),
+        map_entries: 1024,
+        devices: Vec::new(),
+    })
+    .unwrap();
+    assert!(!again.apply(&second).unwrap(), "nothing to write after a restart");
+    for frontend in [
+        second.frontend,
+        external("192.0.2.1", 30090, Protocol::Tcp, &[]).frontend,
+    ] {
+        again.remove(&frontend).unwrap();
+    }
+    assert_eq!(again.maglev_tables_in_map().unwrap(), 1, "the IPv6 one is left");
+    again
+        .remove(&external("2001:db8::1", 30090, Protocol::Udp, &[]).frontend)
+        .unwrap();
+    assert_eq!(again.maglev_tables_in_map().unwrap(), 0, "nothing leaked");
+}

@@ -1,6 +1,7 @@
 //! What the Services datapath holds, and how often a map ran out of room:
-//! frontends per family, backends, map capacity, and map-full failures
-//! (which also leave the module degraded with the map's name in status);
+//! frontends per family, backends, Maglev tables, map capacity, and
+//! map-full failures (which also leave the module degraded with the map's
+//! name in status);
 //! LoadBalancer IPs allocated from the pool, and the Services' requests
 //! for them that cannot be met (by reason).
 
@@ -21,6 +22,7 @@ pub struct ServicesMetrics {
     frontends_v4: AtomicU64,
     frontends_v6: AtomicU64,
     backends: AtomicU64,
+    maglev_tables: AtomicU64,
     map_entries: AtomicU64,
     map_full: AtomicU64,
 }
@@ -106,6 +108,8 @@ impl ServicesMetrics {
         self.frontends_v4.store(v4, Ordering::Relaxed);
         self.frontends_v6.store(v6, Ordering::Relaxed);
         self.backends.store(datapath.backend_count() as u64, Ordering::Relaxed);
+        self.maglev_tables
+            .store(datapath.maglev_table_count() as u64, Ordering::Relaxed);
         self.map_entries
             .store(u64::from(datapath.map_entries()), Ordering::Relaxed);
         if map_full {
@@ -138,6 +142,12 @@ impl MetricsSource for ServicesMetrics {
             MetricType::Gauge,
         )
         .sample("netlet_services_backends", &[], get(&self.backends));
+        page.family(
+            "netlet_services_maglev_tables",
+            "Maglev tables in the BPF maps (4 KiB each): one per distinct set of backends behind NodePorts, externalIPs and LoadBalancer IPs.",
+            MetricType::Gauge,
+        )
+        .sample("netlet_services_maglev_tables", &[], get(&self.maglev_tables));
         page.family(
             "netlet_services_map_entries",
             "Capacity of each Services BPF map (services.mapEntries).",

@@ -14,8 +14,8 @@ use bpfkit::pinned::{interface_link, interface_links, pin_link, PinDir};
 use bpfkit::tc::TcMode;
 
 use super::{
-    BackendIds, Datapath, DatapathError, DatapathOptions, ANNOUNCE_MAPS, BACKEND_MAPS, FLOW_MAPS, MAPS_VERSION,
-    PROGRAMS, SERVICE_MAPS, SOCKET_MAPS, SOCK_OBJECT, SOURCE_MAPS, TC_OBJECT, TC_PROGRAMS,
+    Datapath, DatapathError, DatapathOptions, SharedIds, ANNOUNCE_MAPS, BACKEND_MAPS, FLOW_MAPS, MAGLEV_MAP,
+    MAPS_VERSION, PROGRAMS, SERVICE_MAPS, SOCKET_MAPS, SOCK_OBJECT, SOURCE_MAPS, TC_OBJECT, TC_PROGRAMS,
 };
 
 /// The priority of the netlink (cls_bpf) filters on external interfaces.
@@ -44,6 +44,7 @@ impl Datapath {
             .chain(&FLOW_MAPS)
             .chain(&SOURCE_MAPS)
             .chain(&ANNOUNCE_MAPS)
+            .chain(&[MAGLEV_MAP])
         {
             loader.map_max_entries(map, options.map_entries);
         }
@@ -98,7 +99,8 @@ impl Datapath {
             links: pins.links,
             tc_mode,
             map_entries: options.map_entries,
-            backends: BackendIds::default(),
+            backends: SharedIds::default(),
+            tables: SharedIds::default(),
             frontends: HashMap::new(),
             announced: Default::default(),
             snat: None,

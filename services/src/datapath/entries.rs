@@ -11,10 +11,10 @@ use std::net::IpAddr;
 use bpfkit::entries::ignore_missing;
 use dualstack::Cidr;
 
-use super::{Datapath, DatapathError, BACKEND_MAPS, EMPTY_MAPS, SERVICE_MAPS, SOURCE_MAPS};
+use super::{Datapath, DatapathError, BACKEND_MAPS, EMPTY_MAPS, MAGLEV_MAP, SERVICE_MAPS, SOURCE_MAPS};
 use crate::maps::{
-    Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbSlot, BACKEND_REMOTE, SOURCE4_FRONTEND_BITS,
-    SOURCE6_FRONTEND_BITS,
+    Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbMaglev, LbSlot, BACKEND_REMOTE,
+    SOURCE4_FRONTEND_BITS, SOURCE6_FRONTEND_BITS,
 };
 use crate::plan::{Backend, Frontend};
 
@@ -126,6 +126,14 @@ impl Datapath {
             IpAddr::V4(_) => self.delete::<u32, Lb4Backend>(BACKEND_MAPS[0], id),
             IpAddr::V6(_) => self.delete::<u32, Lb6Backend>(BACKEND_MAPS[1], id),
         }
+    }
+
+    pub(super) fn write_table(&mut self, table: u32, value: &LbMaglev) -> Result<(), DatapathError> {
+        self.insert(MAGLEV_MAP, table, *value)
+    }
+
+    pub(super) fn remove_table(&mut self, table: u32) -> Result<(), DatapathError> {
+        self.delete::<u32, LbMaglev>(MAGLEV_MAP, table)
     }
 
     /// Admits (or withdraws) one source range of a frontend.

@@ -1,11 +1,12 @@
-//! Keeping one frontend's entries in step with its plan: backends by
-//! shared, reference-counted id, slots written in an order a concurrent
-//! connect never sees half-done, source ranges around the flag that
-//! checks them.
+//! Keeping one frontend's entries in step with its plan: backends and
+//! Maglev tables by shared, reference-counted id, slots written in an
+//! order a concurrent connect never sees half-done, source ranges around
+//! the flag that checks them.
 
 use super::{Applied, Datapath, DatapathError};
-use crate::maps::{LbSlot, FLAG_EMPTY_DROPS, FLAG_SOURCE_RANGES};
-use crate::plan::{Backend, Frontend, FrontendPlan};
+use crate::maglev;
+use crate::maps::{LbMaglev, LbSlot, FLAG_EMPTY_DROPS, FLAG_SOURCE_RANGES, MAGLEV_SIZE};
+use crate::plan::{Backend, Frontend, FrontendPlan, Scope};
 
 impl Datapath {
     /// Makes the maps send `plan.frontend` to `plan.backends`. Writes only
@@ -22,6 +23,18 @@ impl Datapath {
                 }
             }
         }
+        // Only traffic from outside needs a choice every node makes alike:
+        // a socket's connect picks once and the socket remembers.
+        let table = match plan.frontend.scope {
+            Scope::External if !new.is_empty() => match self.acquire_table(&new, &plan.backends) {
+                Ok(table) => table,
+                Err(e) => {
+                    self.release_all(&new)?;
+                    return Err(e);
+                }
+            },
+            _ => 0,
+        };
         let mut source_ranges = plan.source_ranges.clone();
         source_ranges.sort();
         source_ranges.dedup();
@@ -30,8 +43,10 @@ impl Datapath {
             affinity_timeout: plan.affinity_timeout,
             source_ranges,
             drop_when_empty: plan.drop_when_empty,
+            table,
         };
         if old.as_ref() == Some(&new) {
+            self.release_table(new.table)?;
             self.release_all(&new.ids)?;
             return Ok(false);
         }
@@ -41,12 +56,11 @@ impl Datapath {
         for range in new.source_ranges.iter().filter(|r| !old.source_ranges.contains(r)) {
             self.set_range(&plan.frontend, range, true)?;
         }
-        let (old, old_ranges) = (old.ids, old.source_ranges);
-        // New backends first, then the count that lets them be picked, then
-        // the slots beyond the new count: a connect in between always finds
-        // a backend in whatever slot it picks.
+        // New backends first, then the count (and table) that lets them be
+        // picked, then the slots beyond the new count: a connect in between
+        // always finds a backend in whatever slot it picks.
         for (i, id) in new.ids.iter().enumerate() {
-            if old.get(i) != Some(id) {
+            if old.ids.get(i) != Some(id) {
                 let slot = LbSlot {
                     backend_id: *id,
                     ..Default::default()
@@ -54,20 +68,16 @@ impl Datapath {
                 self.write_slot(&plan.frontend, slot_of(i), slot)?;
             }
         }
-        let head = LbSlot {
-            count: u16::try_from(new.ids.len()).unwrap_or(u16::MAX),
-            affinity_timeout: new.affinity_timeout,
-            flags: flags(&new),
-            ..Default::default()
-        };
-        self.write_slot(&plan.frontend, 0, head)?;
-        for i in new.ids.len()..old.len() {
+        self.write_slot(&plan.frontend, 0, head(&new))?;
+        for i in new.ids.len()..old.ids.len() {
             self.remove_slot(&plan.frontend, slot_of(i))?;
         }
-        for range in old_ranges.iter().filter(|r| !new.source_ranges.contains(r)) {
+        for range in old.source_ranges.iter().filter(|r| !new.source_ranges.contains(r)) {
             self.set_range(&plan.frontend, range, false)?;
         }
-        self.release_all(&old)?;
+        // The old table before the backends it names.
+        self.release_table(old.table)?;
+        self.release_all(&old.ids)?;
         self.frontends.insert(plan.frontend, new);
         Ok(true)
     }
@@ -85,41 +95,71 @@ impl Datapath {
         for range in &old.source_ranges {
             self.set_range(frontend, range, false)?;
         }
+        self.release_table(old.table)?;
         self.release_all(&old.ids)
     }
 
     pub(super) fn acquire(&mut self, backend: &Backend) -> Result<u32, DatapathError> {
-        if let Some((id, refs)) = self.backends.ids.get_mut(backend) {
-            *refs += 1;
-            return Ok(*id);
+        if let Some(id) = self.backends.share(backend) {
+            return Ok(id);
         }
-        let id = self.backends.free.pop().unwrap_or_else(|| {
-            self.backends.next += 1;
-            self.backends.next
-        });
-        self.write_backend(id, backend)?;
-        self.backends.ids.insert(*backend, (id, 1));
-        self.backends.backends.insert(id, *backend);
+        let id = self.backends.reserve();
+        if let Err(e) = self.write_backend(id, backend) {
+            self.backends.unreserve(id);
+            return Err(e);
+        }
+        self.backends.bind(id, *backend);
         Ok(id)
     }
 
     pub(super) fn release_all(&mut self, ids: &[u32]) -> Result<(), DatapathError> {
         for id in ids {
-            let Some(backend) = self.backends.backends.get(id).copied() else {
-                continue;
-            };
-            let Some((_, refs)) = self.backends.ids.get_mut(&backend) else {
-                continue;
-            };
-            *refs -= 1;
-            if *refs == 0 {
-                self.backends.ids.remove(&backend);
-                self.backends.backends.remove(id);
+            if let Some(backend) = self.backends.release(*id) {
                 self.remove_backend(*id, &backend)?;
-                self.backends.free.push(*id);
             }
         }
         Ok(())
+    }
+
+    /// The Maglev table spreading flows over `ids` (the ids of `backends`,
+    /// in the same order), shared with every frontend that has them.
+    fn acquire_table(&mut self, ids: &[u32], backends: &[Backend]) -> Result<u32, DatapathError> {
+        let mut set = ids.to_vec();
+        set.sort_unstable();
+        if let Some(table) = self.tables.share(&set) {
+            return Ok(table);
+        }
+        let mut value = LbMaglev {
+            backend_ids: [0; MAGLEV_SIZE],
+        };
+        for (entry, backend) in maglev::populate(backends).into_iter().enumerate() {
+            value.backend_ids[entry] = ids[backend];
+        }
+        let table = self.tables.reserve();
+        if let Err(e) = self.write_table(table, &value) {
+            self.tables.unreserve(table);
+            return Err(e);
+        }
+        self.tables.bind(table, set);
+        Ok(table)
+    }
+
+    pub(super) fn release_table(&mut self, table: u32) -> Result<(), DatapathError> {
+        if table != 0 && self.tables.release(table).is_some() {
+            self.remove_table(table)?;
+        }
+        Ok(())
+    }
+}
+
+/// Slot 0 for what a frontend holds.
+fn head(applied: &Applied) -> LbSlot {
+    LbSlot {
+        backend_id: applied.table,
+        count: u16::try_from(applied.ids.len()).unwrap_or(u16::MAX),
+        affinity_timeout: applied.affinity_timeout,
+        flags: flags(applied),
+        ..Default::default()
     }
 }
 

@@ -16,12 +16,14 @@ use aya::Ebpf;
 use dualstack::Cidr;
 
 use crate::plan::{Backend, Frontend};
+use shared_ids::SharedIds;
 
 mod announce;
 mod attach;
 mod entries;
 mod frontends;
 mod read_back;
+mod shared_ids;
 
 pub use attach::release_filters;
 pub use read_back::FrontendState;
@@ -55,6 +57,8 @@ const FLOW_MAPS: [&str; 6] = [
     "nl_snat4",
     "nl_snat6",
 ];
+/// Maglev tables by id (`lb_maglev`), for external frontends.
+const MAGLEV_MAP: &str = "nl_lb_maglev";
 /// The node's SNAT addresses (one entry, key 0).
 const NODE_MAP: &str = "nl_lb_node";
 const SOURCE_MAPS: [&str; 2] = ["nl_lb4_src", "nl_lb6_src"];
@@ -129,16 +133,6 @@ pub enum DatapathError {
     },
 }
 
-/// Ids of backends, shared by every frontend that sends to them, with a
-/// reference count so a backend leaves its map when nothing uses it.
-#[derive(Default)]
-struct BackendIds {
-    ids: HashMap<Backend, (u32, usize)>,
-    backends: HashMap<u32, Backend>,
-    next: u32,
-    free: Vec<u32>,
-}
-
 pub struct Datapath {
     ebpf: Ebpf,
     /// The TC programs (their maps are the same pinned ones).
@@ -148,7 +142,11 @@ pub struct Datapath {
     /// How the TC programs are attached (TCX where the kernel has it).
     tc_mode: bpfkit::tc::TcMode,
     map_entries: u32,
-    backends: BackendIds,
+    /// Backend ids, shared by every frontend that sends to them.
+    backends: SharedIds<Backend>,
+    /// Maglev table ids by the backend ids they spread over (sorted),
+    /// shared by every external frontend with those backends.
+    tables: SharedIds<Vec<u32>>,
     frontends: HashMap<Frontend, Applied>,
     /// The LoadBalancer IPs in the announce maps.
     announced: BTreeSet<IpAddr>,
@@ -165,6 +163,9 @@ struct Applied {
     /// Sorted.
     source_ranges: Vec<Cidr>,
     drop_when_empty: bool,
+    /// The frontend's Maglev table (external frontends with backends); 0
+    /// for none.
+    table: u32,
 }
 
 impl Datapath {
@@ -234,7 +235,13 @@ impl Datapath {
 
     /// Distinct backends the frontends send to.
     pub fn backend_count(&self) -> usize {
-        self.backends.ids.len()
+        self.backends.len()
+    }
+
+    /// Maglev tables the external frontends share (by this datapath's
+    /// bookkeeping).
+    pub fn maglev_table_count(&self) -> usize {
+        self.tables.len()
     }
 
     /// Entries of each map.

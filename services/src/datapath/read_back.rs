@@ -1,7 +1,7 @@
 //! What an earlier agent left in the pinned maps, read back into the
 //! datapath's bookkeeping so the first plans replace it entry by entry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -10,10 +10,10 @@ use std::net::IpAddr;
 
 use dualstack::Cidr;
 
-use super::{Applied, Datapath, DatapathError, BACKEND_MAPS, EMPTY_MAPS, SERVICE_MAPS, SOURCE_MAPS};
+use super::{Applied, Datapath, DatapathError, BACKEND_MAPS, EMPTY_MAPS, MAGLEV_MAP, SERVICE_MAPS, SOURCE_MAPS};
 use crate::maps::{
-    Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbSlot, BACKEND_REMOTE, FLAG_EMPTY_DROPS, PROTO_SCTP,
-    PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE4_FRONTEND_BITS, SOURCE6_FRONTEND_BITS,
+    Lb4Backend, Lb4Key, Lb4Source, Lb6Backend, Lb6Key, Lb6Source, LbMaglev, LbSlot, BACKEND_REMOTE, FLAG_EMPTY_DROPS,
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE4_FRONTEND_BITS, SOURCE6_FRONTEND_BITS,
 };
 use crate::plan::{Backend, Frontend, Protocol, Scope};
 
@@ -22,6 +22,7 @@ impl Datapath {
     /// first plans replace it entry by entry.
     pub(super) fn read_back(&mut self) -> Result<(), DatapathError> {
         let Tables { backends, slots } = self.read_tables()?;
+        let tables = self.read_table_ids()?;
         for (frontend, mut entries) in slots {
             entries.sort_by_key(|(slot, _)| *slot);
             let ids: Vec<u32> = entries
@@ -31,8 +32,7 @@ impl Datapath {
                 .collect();
             for id in &ids {
                 if let Some(b) = backends.get(id) {
-                    self.backends.ids.entry(*b).or_insert((*id, 0)).1 += 1;
-                    self.backends.backends.insert(*id, *b);
+                    self.backends.adopt(*id, *b);
                 }
             }
             let head = entries
@@ -40,6 +40,7 @@ impl Datapath {
                 .find(|(slot, _)| *slot == 0)
                 .map(|(_, s)| *s)
                 .unwrap_or_default();
+            let table = self.adopt_table(&tables, head.backend_id, &ids);
             self.frontends.insert(
                 frontend,
                 Applied {
@@ -47,19 +48,54 @@ impl Datapath {
                     affinity_timeout: head.affinity_timeout,
                     source_ranges: Vec::new(),
                     drop_when_empty: head.flags & FLAG_EMPTY_DROPS != 0,
+                    table,
                 },
             );
         }
         self.read_back_ranges()?;
         self.read_back_announced()?;
-        self.backends.next = backends.keys().copied().max().unwrap_or(0);
-        // Backends no frontend uses are leftovers of an interrupted update.
+        // Backends and tables no frontend uses are leftovers of an
+        // interrupted update.
         for (id, b) in backends {
-            if !self.backends.ids.contains_key(&b) {
+            if !self.backends.contains(&b) {
                 self.remove_backend(id, &b)?;
             }
         }
+        for table in tables {
+            if !self.tables.has_id(table) {
+                self.remove_table(table)?;
+            }
+        }
         Ok(())
+    }
+
+    /// The Maglev table a read-back frontend's slot 0 names, if the map
+    /// has it and it is the one frontends with these backends share; 0
+    /// otherwise (its first plan then writes one).
+    fn adopt_table(&mut self, tables: &HashSet<u32>, table: u32, ids: &[u32]) -> u32 {
+        if table == 0 || !tables.contains(&table) || ids.is_empty() {
+            return 0;
+        }
+        let mut set = ids.to_vec();
+        set.sort_unstable();
+        match self.tables.id_of(&set) {
+            Some(shared) if shared != table => 0,
+            _ => {
+                self.tables.adopt(table, set);
+                table
+            }
+        }
+    }
+
+    /// How many Maglev tables the map holds, read from the kernel.
+    pub fn maglev_tables_in_map(&self) -> Result<usize, DatapathError> {
+        Ok(self.read_table_ids()?.len())
+    }
+
+    /// The ids of the Maglev tables in the map.
+    fn read_table_ids(&self) -> Result<HashSet<u32>, DatapathError> {
+        let map: BpfHashMap<&MapData, u32, LbMaglev> = self.typed(MAGLEV_MAP)?;
+        Ok(map.keys().filter_map(Result::ok).collect())
     }
 
     /// Source ranges back onto their (external) frontends; those of a
