@@ -30,7 +30,9 @@ int main(void)
 	SIZE(ct6_key); FIELD(ct6_key, saddr); FIELD(ct6_key, daddr); FIELD(ct6_key, sport); FIELD(ct6_key, dport);
 	FIELD(ct6_key, proto);
 	SIZE(ct4_value); FIELD(ct4_value, address); FIELD(ct4_value, port); FIELD(ct4_value, snat_port);
+	FIELD(ct4_value, backend_id);
 	SIZE(ct6_value); FIELD(ct6_value, address); FIELD(ct6_value, port); FIELD(ct6_value, snat_port);
+	FIELD(ct6_value, backend_id);
 	SIZE(snat4_value); FIELD(snat4_value, client); FIELD(snat4_value, frontend); FIELD(snat4_value, client_port);
 	FIELD(snat4_value, frontend_port); FIELD(snat4_value, ifindex); FIELD(snat4_value, client_mac);
 	FIELD(snat4_value, node_mac);

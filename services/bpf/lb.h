@@ -193,12 +193,18 @@ struct ct4_value {
 	/* Forward entries of a flow to a remote backend: the source port it
 	 * leaves with, from this node's address (nl_lb_node); 0: no SNAT. */
 	__be16 snat_port;
+	/* Forward entries: the backend's id, so that a flow whose backend
+	 * has left (the id gone, or now another backend's) is sent to a live
+	 * one instead of on into the void, as kube-proxy's conntrack
+	 * cleanup does for UDP. Reverse entries: 0. */
+	__u32 backend_id;
 };
 
 struct ct6_value {
 	__u8 address[16];
 	__be16 port;
 	__be16 snat_port;
+	__u32 backend_id;
 };
 
 /* SNAT for traffic from outside to a backend on another node: keyed by the

@@ -244,6 +244,27 @@ static __always_inline int snat6_reserve(struct __sk_buff *skb, const struct ct6
 	return -1;
 }
 
+/* Whether the backend a tracked flow was sent to is still there: its id
+ * still names the same address and port. */
+static __always_inline int backend_live4(const struct ct4_value *to)
+{
+	struct lb4_backend *be = bpf_map_lookup_elem(&nl_lb4_be, &to->backend_id);
+
+	return be && be->address == to->address && be->port == to->port;
+}
+
+static __always_inline int backend_live6(const struct ct6_value *to)
+{
+	struct lb6_backend *be = bpf_map_lookup_elem(&nl_lb6_be, &to->backend_id);
+	const __u32 *a, *b;
+
+	if (!be || be->port != to->port)
+		return 0;
+	a = (const __u32 *)be->address;
+	b = (const __u32 *)to->address;
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
 /* A new flow to a frontend: picks its backend (by the frontend's Maglev
  * table, maglev.h) and records both directions; or says to drop or
  * refuse it. */
@@ -294,6 +315,7 @@ static __always_inline int track4(struct __sk_buff *skb, const struct ct4_key *k
 	__builtin_memset(to, 0, sizeof(*to));
 	to->address = be->address;
 	to->port = be->port;
+	to->backend_id = backend_id;
 	if (be->flags & LB_BACKEND_REMOTE) {
 		int snat = snat4_reserve(skb, key, to);
 
@@ -366,6 +388,7 @@ static __always_inline int track6(struct __sk_buff *skb, const struct ct6_key *k
 	__builtin_memset(to, 0, sizeof(*to));
 	__builtin_memcpy(to->address, be->address, 16);
 	to->port = be->port;
+	to->backend_id = backend_id;
 	if (be->flags & LB_BACKEND_REMOTE) {
 		int snat = snat6_reserve(skb, key, to);
 
@@ -688,6 +711,9 @@ int netlet_external_in(struct __sk_buff *skb)
 		if (!flow4(skb, &key))
 			return TC_ACT_OK;
 		known = bpf_map_lookup_elem(&nl_ct4_fwd, &key);
+		/* A flow whose backend left starts over as a new one. */
+		if (known && !backend_live4(known))
+			known = NULL;
 		if (known) {
 			to = *known;
 		} else {
@@ -713,6 +739,8 @@ int netlet_external_in(struct __sk_buff *skb)
 		if (!flow6(skb, &key))
 			return answer_solicitation(skb);
 		known = bpf_map_lookup_elem(&nl_ct6_fwd, &key);
+		if (known && !backend_live6(known))
+			known = NULL;
 		if (known) {
 			to = *known;
 		} else {

@@ -198,6 +198,8 @@ pub struct Ct4Value {
     pub port: [u8; 2],
     /// The flow's SNAT source port (to a remote backend); 0: none.
     pub snat_port: [u8; 2],
+    /// Forward entries: the backend's id (checked on every packet).
+    pub backend_id: u32,
 }
 
 #[repr(C)]
@@ -206,6 +208,7 @@ pub struct Ct6Value {
     pub address: [u8; 16],
     pub port: [u8; 2],
     pub snat_port: [u8; 2],
+    pub backend_id: u32,
 }
 
 /// The reverse translation of a SNATed flow, keyed by the backend's reply.
@@ -357,8 +360,8 @@ mod tests {
             struct_rows!("sock6_frontend", Sock6Frontend, [address, port]),
             struct_rows!("ct4_key", Ct4Key, [saddr, daddr, sport, dport, proto]),
             struct_rows!("ct6_key", Ct6Key, [saddr, daddr, sport, dport, proto]),
-            struct_rows!("ct4_value", Ct4Value, [address, port, snat_port]),
-            struct_rows!("ct6_value", Ct6Value, [address, port, snat_port]),
+            struct_rows!("ct4_value", Ct4Value, [address, port, snat_port, backend_id]),
+            struct_rows!("ct6_value", Ct6Value, [address, port, snat_port, backend_id]),
             struct_rows!(
                 "snat4_value",
                 Snat4Value,

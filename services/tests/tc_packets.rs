@@ -7,7 +7,9 @@
 //! enforced and changed, other traffic untouched; a backend on another
 //! node gets the flow SNATed to the node's address and a port of its own,
 //! and its reply goes back to the client from the frontend; every
-//! rewritten packet has valid IP and L4 checksums.
+//! rewritten packet has valid IP and L4 checksums. Backends are chosen
+//! alike on every node (Maglev), and a flow whose backend left moves to a
+//! live one.
 
 use std::net::IpAddr;
 
@@ -480,4 +482,46 @@ fn every_node_sends_a_flow_to_the_same_backend() {
         .remove(&external("2001:db8::1", 30090, Protocol::Udp, &[]).frontend)
         .unwrap();
     assert_eq!(again.maglev_tables_in_map().unwrap(), 0, "nothing leaked");
+}
+
+/// A tracked flow whose backend left the Service is sent to a live
+/// backend from its next packet on (UDP flows would otherwise go on into
+/// the void for as long as the client keeps sending), even when the
+/// departed backend's id now names another backend.
+#[test]
+fn a_flow_whose_backend_left_goes_to_a_live_one() {
+    if !testbed::require_privileges("a_flow_whose_backend_left_goes_to_a_live_one") {
+        return;
+    }
+    let (mut dp, _cgroup, _pins) = node("left");
+    for (proto, client, frontend, [x, y, z]) in [
+        (
+            UDP,
+            ("198.51.100.7", 5000),
+            ("192.0.2.1", 30053),
+            [("10.250.2.2", 53), ("10.250.2.3", 53), ("10.250.2.4", 53)],
+        ),
+        (
+            TCP,
+            ("2001:db8::99", 40000),
+            ("2001:db8::1", 30080),
+            [("fd00:250::12", 80), ("fd00:250::13", 80), ("fd00:250::14", 80)],
+        ),
+    ] {
+        let protocol = if proto == TCP { Protocol::Tcp } else { Protocol::Udp };
+        let flow = packet(proto, client, frontend);
+        let to = |dp: &Datapath| parse(&dp.run_external(true, &flow).unwrap().1).1;
+        dp.apply(&external(frontend.0, frontend.1, protocol, &[x])).unwrap();
+        assert_eq!(to(&dp), ep(x.0, x.1));
+        dp.apply(&external(frontend.0, frontend.1, protocol, &[y])).unwrap();
+        assert_eq!(to(&dp), ep(y.0, y.1), "moved off the backend that left");
+        // y leaves and z arrives in one change: z takes y's freed id.
+        dp.apply(&external(frontend.0, frontend.1, protocol, &[])).unwrap();
+        dp.apply(&external(frontend.0, frontend.1, protocol, &[z])).unwrap();
+        assert_eq!(to(&dp), ep(z.0, z.1), "not to y, whose id z now has");
+        // While its backend stays, the flow stays, whatever else comes.
+        dp.apply(&external(frontend.0, frontend.1, protocol, &[x, y, z]))
+            .unwrap();
+        assert_eq!(to(&dp), ep(z.0, z.1));
+    }
 }
