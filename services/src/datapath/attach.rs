@@ -36,6 +36,9 @@ impl Datapath {
     pub fn load_with_tc(options: &DatapathOptions, tc_mode: Option<TcMode>) -> Result<Datapath, DatapathError> {
         let pins = PinDir::prepare(&options.pin_dir, MAPS_VERSION)?;
         let mut loader = EbpfLoader::new();
+        // No program uses CO-RE: parsing the kernel's BTF (megabytes) would
+        // only cost start-up time and a memory peak.
+        loader.btf(None);
         loader.default_map_pin_directory(&pins.maps);
         for map in SERVICE_MAPS
             .iter()
