@@ -1,8 +1,10 @@
 # netlet: the two commands a newcomer needs are `make sandbox` and `make test`.
 SHELL := /bin/bash
 CARGO ?= cargo
+# Where `cargo build --release` puts binaries (CARGO_TARGET_DIR moves it).
+RELEASE_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 
-.PHONY: deps build sandbox test vm-test unit lint fuzz bench-footprint bench-memory bench-cni bench-services bench-dns bench-policy release clean
+.PHONY: deps build sandbox test vm-test unit lint fuzz bench-footprint bench-memory bench-cni bench-services bench-dns bench-policy bench-routing release clean
 
 deps:
 	@scripts/install-deps.sh
@@ -77,6 +79,13 @@ bench-policy: release
 	@scripts/install-deps.sh bench
 	$(CARGO) build --release -p bench --bin policy-perf
 	target/release/policy-perf --netlet target/release/netlet
+
+## Cross-node pod-to-pod TCP throughput (iperf3) with routing.mode native
+## and vxlan vs node-to-node on the same underlay, IPv4 and IPv6.
+bench-routing: release
+	@scripts/install-deps.sh bench
+	$(CARGO) build --release -p bench --bin cross-node
+	$(RELEASE_DIR)/cross-node --netlet $(RELEASE_DIR)/netlet
 
 clean:
 	$(CARGO) clean

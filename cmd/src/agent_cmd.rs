@@ -67,9 +67,9 @@ pub fn agent(config: Config, client: kube::Client, plugin_binary: Option<PathBuf
     if dns {
         agent = agent.with_module(Box::<netstack::dns::DnsModule>::default());
     }
-    if routing != netstack::config::RoutingMode::None {
-        agent = agent.with_module(Box::<netstack::routing::RoutingModule>::default());
-    }
+    // Always: with routing.mode none it removes an earlier mode's tunnels
+    // and routes.
+    agent = agent.with_module(Box::new(netstack::routing::RoutingModule::for_mode(routing)));
     // Always: with egress.masquerade off it removes an earlier table.
     agent = agent.with_module(Box::<netstack::egress::EgressModule>::default());
     agent

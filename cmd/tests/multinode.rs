@@ -4,7 +4,8 @@
 //! For `routing.mode` native and vxlan: pods on different nodes talk TCP
 //! and UDP over IPv4 and IPv6, unNATed; a node deleted from the API takes
 //! its routes (and tunnel entries) on the others with it; an earlier
-//! agent's leftover route goes at start.
+//! agent's leftover route goes at start; a node switched back to `none`
+//! keeps no tunnel or route of the mode it left.
 
 mod common;
 
@@ -315,9 +316,11 @@ fn vxlan_tunnels_pods_between_nodes() {
     });
 }
 
-/// The bed itself routes nothing: without `routing.mode`, pods on
-/// different nodes do not reach each other (so the tests above see the
-/// module's work, not the bed's).
+/// A node switched back to `routing.mode: none` keeps nothing of the
+/// mode it left: no VXLAN devices (their FDB and neighbour entries go with
+/// them), no routes of protocol 110; and pods on different nodes no
+/// longer reach each other. That also shows the bed itself routes nothing
+/// (so the tests above see the module's work, not the bed's).
 #[test]
 fn without_routing_pods_of_other_nodes_are_out_of_reach() {
     if !testbed::require_privileges("multinode none") {
@@ -325,20 +328,24 @@ fn without_routing_pods_of_other_nodes_are_out_of_reach() {
     }
     let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
     let mut cluster = Cluster::new("mnz", 2);
-    cluster.start_agents(&json!({}));
-    let pods: Vec<Pod> = (0..2)
-        .map(|i| cluster.nodes[i].add_pod(&format!("mnzpod{i}")))
-        .collect();
-    let _servers: Vec<_> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, p)| serve(&p.ns, &format!("mnzpod{i}"), &[PORT]))
-        .collect();
+    cluster.start_agents(&json!({"routing": {"mode": "vxlan"}}));
+    let names = ["mnzpod0", "mnzpod1"];
+    let pods: Vec<Pod> = (0..2).map(|i| cluster.nodes[i].add_pod(names[i])).collect();
+    let _servers: Vec<_> = pods.iter().zip(names).map(|(p, n)| serve(&p.ns, n, &[PORT])).collect();
+    let failed = all_reach(&[&pods[0], &pods[1]], &names);
+    assert!(failed.is_empty(), "vxlan: flows that failed:\n{}", failed.join("\n"));
+
+    cluster.start_agents(&json!({"routing": {"mode": "none"}}));
+    let tunnels = |n: &ClusterNode| n.ip(&["-o", "link", "show", "type", "vxlan"]);
+    for n in &cluster.nodes {
+        // Removed by the time the agent is ready: its one pass is done.
+        assert_eq!(tunnels(n), "", "{}: tunnels stay", n.name);
+        assert_eq!(routes_of(n), "", "{}: routes stay", n.name);
+    }
     let list: Vec<Probe> = probes(&[&pods[0], &pods[1]]).into_iter().map(|p| p.0).collect();
     let answers = probe_all(&list, Duration::from_millis(500));
     assert!(answers.iter().all(Option::is_none), "{answers:?}");
-    assert!(routes_of(&cluster.nodes[0]).is_empty());
-    // No routing module: `netlet nodes` says what to do.
+    // No peers to route to: `netlet nodes` says what to do.
     let out = std::process::Command::new(common::NETLET)
         .args(["nodes", "--socket"])
         .arg(cluster.nodes[0].admin_socket())

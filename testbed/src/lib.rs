@@ -15,6 +15,7 @@ mod nsfs;
 mod pins;
 mod privileges;
 mod reach;
+mod underlay;
 mod veth;
 
 pub use cgroup::{cgroup2_root, Cgroup};
@@ -24,4 +25,5 @@ pub use netns::{run_in, Netns};
 pub use pins::PinDir;
 pub use privileges::{privileged, require_privileges};
 pub use reach::{probe, probe_all, serve, Probe, Proto, Servers};
+pub use underlay::{Underlay, UnderlayNode, BRIDGE_V4, BRIDGE_V6};
 pub use veth::{veth, VethPair};

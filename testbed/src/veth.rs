@@ -64,7 +64,7 @@ impl Drop for VethPair {
     }
 }
 
-fn run(argv: &[&str]) -> Result<(), Error> {
+pub(crate) fn run(argv: &[&str]) -> Result<(), Error> {
     let cmd = argv.join(" ");
     let out = Command::new(argv[0])
         .args(&argv[1..])

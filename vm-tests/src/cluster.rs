@@ -91,7 +91,7 @@ pub struct Cluster {
     pub spec: ClusterSpec,
     /// The pods [`Cluster::add_pod`] made, in order.
     pub pods: Vec<PodInfo>,
-    /// (pod, port) pairs [`Cluster::serve_tcp`] started servers for.
+    /// (pod, port) pairs [`Cluster::serve`] started servers for.
     served: BTreeSet<(String, u16)>,
     api: Option<standin::ApiServer>,
     rt: tokio::runtime::Runtime,
@@ -104,6 +104,9 @@ pub struct Cluster {
 pub const BULK_BYTES: u64 = 1 << 20;
 
 const SHORT: Duration = Duration::from_secs(20);
+/// How long a UDP client waits for answers, in seconds (TCG is slow to
+/// fork the server's answering process).
+pub const UDP_WAIT: u64 = 2;
 
 impl Cluster {
     /// Starts the stand-in, creates the Nodes, builds the initramfs and
@@ -504,13 +507,14 @@ impl Cluster {
         )))
     }
 
-    /// Starts TCP servers in `pod`'s namespace (both families): on `port`
+    /// Starts servers in `pod`'s namespace (both families): on TCP `port`
     /// one that answers every connection with `<pod name>` and a newline,
-    /// on `port + 1` one that sends [`BULK_BYTES`] zero bytes (full-size
-    /// segments: MTU trouble shows there).
-    /// Waits until both listen. Servers already started for `pod` and
+    /// on TCP `port + 1` one that sends [`BULK_BYTES`] zero bytes (full-size
+    /// segments: MTU trouble shows there), on UDP `port` one that answers
+    /// every datagram with `<pod name>` and a newline.
+    /// Waits until all listen. Servers already started for `pod` and
     /// `port` are left as they are.
-    pub fn serve_tcp(&mut self, pod: &PodInfo, port: u16) -> Result<(), Error> {
+    pub fn serve(&mut self, pod: &PodInfo, port: u16) -> Result<(), Error> {
         if !self.served.insert((pod.name.clone(), port)) {
             return Ok(());
         }
@@ -520,10 +524,14 @@ impl Cluster {
                  TCP6-LISTEN:{port},ipv6only=0,fork,reuseaddr SYSTEM:'echo {name}' >/dev/null 2>&1 & \
                  /usr/local/bin/ip netns exec {name} setsid /usr/local/bin/socat \
                  TCP6-LISTEN:{bulk},ipv6only=0,fork,reuseaddr SYSTEM:'head -c {BULK_BYTES} /dev/zero' >/dev/null 2>&1 & \
+                 /usr/local/bin/ip netns exec {name} setsid /usr/local/bin/socat \
+                 UDP6-RECVFROM:{port},ipv6only=0,fork,reuseaddr SYSTEM:'echo {name}' >/dev/null 2>&1 & \
                  i=0; while [ $i -lt 50 ]; do i=$((i+1)); \
                  s=$(/usr/local/bin/ip netns exec {name} netstat -ltn); \
-                 echo \"$s\" | grep -q ':{port} ' && echo \"$s\" | grep -q ':{bulk} ' && exit 0; sleep 0.1; done; \
-                 echo \"$s\"; exit 1",
+                 u=$(/usr/local/bin/ip netns exec {name} netstat -lun); \
+                 echo \"$s\" | grep -q ':{port} ' && echo \"$s\" | grep -q ':{bulk} ' \
+                 && echo \"$u\" | grep -q ':{port} ' && exit 0; sleep 0.1; done; \
+                 echo \"$s$u\"; exit 1",
                 name = pod.name,
                 bulk = port + 1
             ),
@@ -533,7 +541,7 @@ impl Cluster {
     }
 
     /// How many bytes `from` receives from the bulk server of the pod at
-    /// `ip` (see [`Cluster::serve_tcp`]).
+    /// `ip` (see [`Cluster::serve`]).
     pub fn tcp_bulk(&mut self, from: &PodInfo, ip: IpAddr, port: u16) -> Result<u64, Error> {
         let target = socat_target(ip, port + 1);
         let out = self.vms[from.node].run(
@@ -567,6 +575,33 @@ impl Cluster {
             )));
         }
         Ok(out.text.trim().to_string())
+    }
+
+    /// One datagram from `from`'s namespace to each of `ips` (UDP `port`,
+    /// the servers of [`Cluster::serve`]), all at once in one console
+    /// command: the answer to each (trimmed), "" where none came within
+    /// [`UDP_WAIT`]. The client waits that long in any case (UDP has no
+    /// end of stream), hence one run for every address.
+    pub fn udp_get_all(&mut self, from: &PodInfo, ips: &[IpAddr], port: u16) -> Result<Vec<String>, Error> {
+        let targets: Vec<String> = ips
+            .iter()
+            .map(|ip| match ip {
+                // Quoted: brackets are a pattern to the shell.
+                IpAddr::V4(v4) => format!("'UDP4:{v4}:{port}'"),
+                IpAddr::V6(v6) => format!("'UDP6:[{v6}]:{port}'"),
+            })
+            .collect();
+        let targets = targets.join(" ");
+        let out = self.vms[from.node].run(
+            &format!(
+                "n=0; for t in {targets}; do n=$((n+1)); (echo hi | /usr/local/bin/ip netns exec {pod} \
+                 /usr/local/bin/socat -t {UDP_WAIT} - \"$t\" >/tmp/udp.$n 2>/dev/null) & done; wait; \
+                 n=0; for t in {targets}; do n=$((n+1)); echo \"@@ $(cat /tmp/udp.$n)\"; done",
+                pod = from.name
+            ),
+            SHORT + Duration::from_secs(UDP_WAIT),
+        )?;
+        Ok(answers(&out.text))
     }
 
     /// One TCP connection from VM `node` (in namespace `netns`; None: the
@@ -606,12 +641,7 @@ impl Cluster {
             ),
             SHORT + Duration::from_secs(7 * u64::from(count)),
         )?;
-        Ok(out
-            .text
-            .lines()
-            .filter_map(|l| l.strip_prefix("@@"))
-            .map(|a| a.trim().to_string())
-            .collect())
+        Ok(answers(&out.text))
     }
 
     /// Powers every VM off and stops the stand-in.
@@ -637,6 +667,15 @@ impl Cluster {
             self.rt.block_on(api.shutdown());
         }
     }
+}
+
+/// The answers a console command printed, one a line after `@@`
+/// (trimmed): output of the VM's own around them does not count.
+fn answers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("@@"))
+        .map(|a| a.trim().to_string())
+        .collect()
 }
 
 /// socat's address for a TCP connection to `ip`:`port`.

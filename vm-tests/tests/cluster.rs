@@ -71,8 +71,8 @@ fn pod_of(c: &Cluster, i: usize) -> Result<PodInfo, Error> {
 }
 
 /// Every pod reaches the pods of the other nodes, both families: ping, a
-/// TCP connection to a server in the pod that answers its name, and 1 MiB
-/// over TCP from it.
+/// TCP connection to a server in the pod that answers its name, 1 MiB
+/// over TCP from it, and a UDP datagram that it answers with its name.
 fn pods_reach_across_nodes(c: &mut Cluster) -> Outcome {
     pods_reach_across_nodes_where(c, |_, _| true)
 }
@@ -81,9 +81,9 @@ fn pods_reach_across_nodes(c: &mut Cluster) -> Outcome {
 fn pods_reach_across_nodes_where(c: &mut Cluster, which: impl Fn(&PodInfo, &PodInfo) -> bool) -> Outcome {
     let pods = c.pods.clone();
     for pod in &pods {
-        c.serve_tcp(pod, TCP_PORT)?;
+        c.serve(pod, TCP_PORT)?;
     }
-    let mut checks = 0;
+    let (mut checks, mut datagrams) = (0, 0);
     for from in &pods {
         for to in pods.iter().filter(|p| p.node != from.node && which(from, p)) {
             for ip in [to.ipv4(), to.ipv6()].into_iter().flatten() {
@@ -106,10 +106,35 @@ fn pods_reach_across_nodes_where(c: &mut Cluster, which: impl Fn(&PodInfo, &PodI
                 checks += 1;
             }
         }
+        datagrams += udp_reaches(c, from, pods.iter().filter(|p| p.node != from.node && which(from, p)))?;
     }
     Ok(format!(
-        "{checks} pod-to-pod ping + TCP (answer, 1 MiB) checks across nodes"
+        "{checks} pod-to-pod ping + TCP (answer, 1 MiB) checks and {datagrams} UDP exchanges across nodes"
     ))
+}
+
+/// `from` sends a datagram to every address of each of `to` and gets the
+/// pod's name back from each; a datagram lost (the first to a neighbour
+/// not yet resolved may be) is tried again, twice. How many addresses
+/// answered.
+fn udp_reaches<'a>(c: &mut Cluster, from: &PodInfo, to: impl Iterator<Item = &'a PodInfo>) -> Result<usize, Error> {
+    let mut waiting: Vec<(IpAddr, &str)> = to
+        .flat_map(|p| p.ips.iter().map(move |ip| (*ip, p.name.as_str())))
+        .collect();
+    let all = waiting.len();
+    for _ in 0..3 {
+        let ips: Vec<IpAddr> = waiting.iter().map(|w| w.0).collect();
+        let answers = c.udp_get_all(from, &ips, TCP_PORT)?;
+        let mut answered = answers.iter();
+        waiting.retain(|(_, name)| answered.next().map(String::as_str) != Some(*name));
+        if waiting.is_empty() {
+            return Ok(all);
+        }
+    }
+    Err(Error::Command(format!(
+        "{}: no UDP answer from {waiting:?} on port {TCP_PORT}",
+        from.name
+    )))
 }
 
 /// Two VMs boot, each agent (no `routing` section) becomes ready, each VM
@@ -258,7 +283,7 @@ fn service(c: &mut Cluster) -> Outcome {
     let backends = [pod_of(c, 0)?, pod_of(c, 1)?];
     let client = pod_of(c, 2)?;
     for pod in &backends {
-        c.serve_tcp(pod, TCP_PORT)?;
+        c.serve(pod, TCP_PORT)?;
     }
     let ips = dual_stack_service(c, "spread")?;
     for (family, pick) in [
@@ -345,7 +370,7 @@ fn policy(c: &mut Cluster) -> Outcome {
         Some(p) => p.clone(),
         None => c.add_pod_labeled(0, "friend", json!({"app": "friend", "access": "granted"}))?,
     };
-    c.serve_tcp(&target, TCP_PORT)?;
+    c.serve(&target, TCP_PORT)?;
     let targets = target.ips.clone();
     for ip in &targets {
         for from in [&outsider, &friend] {

@@ -15,10 +15,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bench::agent_process::AgentProcess;
+use bench::cni::cni_add;
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
@@ -27,7 +29,6 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use testbed::Netns;
-use tokio::io::AsyncWriteExt;
 
 #[derive(Parser)]
 struct Args {
@@ -278,7 +279,7 @@ async fn run(args: &Args) -> anyhow::Result<Run> {
     )?;
     let socket = dir.path().join("run/admin.sock");
     let socket = socket.as_path();
-    let mut agent = Agent(
+    let mut agent = AgentProcess(
         Command::new(&args.netlet)
             .arg("agent")
             .arg("--config")
@@ -418,29 +419,6 @@ fn is_isolated(direction: &Value) -> bool {
     (direction["isolatedBy"].as_array().into_iter().flatten()).any(|p| p.as_str().is_some_and(|p| !p.starts_with('(')))
 }
 
-/// Stops the agent even when the benchmark fails half-way.
-struct Agent(Child);
-
-impl Agent {
-    fn stop(&mut self) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.0.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            self.stop();
-        }
-    }
-}
-
 /// A GET on the admin API, as JSON; an error while the agent cannot
 /// answer it yet.
 async fn admin(socket: &Path, path: &str) -> anyhow::Result<Value> {
@@ -452,7 +430,7 @@ async fn admin(socket: &Path, path: &str) -> anyhow::Result<Value> {
 }
 
 /// Polls `check` every 250 ms for up to 5 minutes, until it gives a value.
-async fn wait_until<T, F, Fut>(what: &str, agent: &mut Agent, mut check: F) -> anyhow::Result<T>
+async fn wait_until<T, F, Fut>(what: &str, agent: &mut AgentProcess, mut check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
@@ -541,50 +519,6 @@ async fn create_pods(client: &kube::Client, args: &Args, conf: &Value) -> anyhow
         .await
         .into_iter()
         .collect()
-}
-
-/// CNI ADD for pod `namespace/name` in `ns`, as a runtime runs it; the
-/// pod's addresses.
-async fn cni_add(
-    plugin: &Path,
-    conf: &Value,
-    ns: &Netns,
-    id: &str,
-    namespace: &str,
-    name: &str,
-) -> anyhow::Result<Vec<String>> {
-    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}");
-    let mut child = tokio::process::Command::new(plugin)
-        .env_clear()
-        .envs([
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", id),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/opt/cni/bin"),
-            ("CNI_ARGS", args.as_str()),
-        ])
-        .env("CNI_NETNS", ns.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut stdin = child.stdin.take().context("piped stdin")?;
-    stdin.write_all(conf.to_string().as_bytes()).await?;
-    drop(stdin);
-    let out = child.wait_with_output().await?;
-    let result: Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "CNI ADD of {namespace}/{name}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })?;
-    if !out.status.success() {
-        bail!("CNI ADD of {namespace}/{name} failed: {result}");
-    }
-    Ok((result["ips"].as_array().into_iter().flatten())
-        .filter_map(|ip| ip["address"].as_str())
-        .filter_map(|a| a.split('/').next())
-        .map(str::to_string)
-        .collect())
 }
 
 /// Policies spread over the namespaces, each selecting the pods of one

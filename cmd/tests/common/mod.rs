@@ -515,11 +515,11 @@ impl Drop for ClusterNode {
     }
 }
 
-/// Nodes joined by veths to one bridge in a "link" namespace, which also
-/// holds the API stand-in (on the bridge's address, so every node reaches
-/// it): a small cluster in one process. Node `i` (from 0) has InternalIPs
-/// 192.168.77.(i+1) and fd00:77::(i+1), and podCIDRs 10.42.(i+1).0/24 and
-/// fd00:42:0:(i+1)::/64.
+/// The nodes of a [`testbed::Underlay`] (veths to one bridge in a "link"
+/// namespace, which also holds the API stand-in, on the bridge's address,
+/// so every node reaches it): a small cluster in one process. Node `i`
+/// (from 0) has InternalIPs 192.168.77.(i+1) and fd00:77::(i+1), and
+/// podCIDRs 10.42.(i+1).0/24 and fd00:42:0:(i+1)::/64.
 pub struct Cluster {
     pub nodes: Vec<ClusterNode>,
     pub kubeconfig: PathBuf,
@@ -534,24 +534,11 @@ impl Cluster {
     /// created, no agents yet.
     pub fn new(prefix: &str, count: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let link = testbed::Netns::new(&format!("{prefix}l")).unwrap();
-        for argv in [
-            &["ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"][..],
-            &["ip", "addr", "add", "192.168.77.254/24", "dev", "br0"],
-            &["ip", "addr", "add", "fd00:77::fe/64", "dev", "br0", "nodad"],
-            &["ip", "link", "set", "br0", "up"],
-        ] {
-            let out = link.exec(argv);
-            assert!(
-                out.status.success(),
-                "{argv:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let testbed::Underlay { link, nodes: underlay } = testbed::Underlay::new(prefix, count).unwrap();
         let (api_rt, api) = link.run(|| {
             let rt = tokio::runtime::Runtime::new().unwrap();
             let options = standin::Options {
-                addr: "192.168.77.254:0".parse().unwrap(),
+                addr: format!("{}:0", testbed::BRIDGE_V4).parse().unwrap(),
                 ..Default::default()
             };
             let api = rt.block_on(standin::ApiServer::start(options)).unwrap();
@@ -560,27 +547,11 @@ impl Cluster {
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig).unwrap();
         let mut nodes = Vec::new();
-        for i in 0..count {
+        for (i, node) in underlay.into_iter().enumerate() {
             let name = format!("{prefix}-node-{i}");
-            let ns = testbed::Netns::new(&format!("{prefix}{i}")).unwrap();
-            let port = format!("{prefix}p{i}");
-            let wire = testbed::veth(Some(&ns), "eth0", Some(&link), &port).unwrap();
-            let out = link.exec(&["ip", "link", "set", &port, "master", "br0"]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let (v4, v6) = (format!("192.168.77.{}", i + 1), format!("fd00:77::{}", i + 1));
-            for address in [format!("{v4}/24"), format!("{v6}/64")] {
-                let out = ns.exec(&["ip", "addr", "add", &address, "dev", "eth0", "nodad"]);
-                assert!(
-                    out.status.success(),
-                    "{address}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            let out = ns.exec(&["ip", "link", "set", "lo", "up"]);
-            assert!(out.status.success());
             let node_dir = dir.path().join(&name);
             std::fs::create_dir_all(&node_dir).unwrap();
-            let rt = ns.run(|| tokio::runtime::Runtime::new().unwrap());
+            let rt = node.ns.run(|| tokio::runtime::Runtime::new().unwrap());
             nodes.push(ClusterNode {
                 pod_cidrs: vec![format!("10.42.{}.0/24", i + 1), format!("fd00:42:0:{}::/64", i + 1)],
                 plugin: Plugin {
@@ -588,12 +559,12 @@ impl Cluster {
                 },
                 dir: node_dir,
                 name,
-                ns,
-                v4,
-                v6,
+                ns: node.ns,
+                v4: node.v4,
+                v6: node.v6,
                 rt: Some(rt),
                 agent: None,
-                _wire: wire,
+                _wire: node.wire,
             });
         }
         let cluster = Cluster {

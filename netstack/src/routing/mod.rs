@@ -16,6 +16,10 @@
 //! finds of its own that no Node calls for: nodes gone or changed, and an
 //! earlier agent's leftovers on the first pass. Pod traffic is routed, never
 //! translated: the peer sees the pod's own address.
+//!
+//! With `none` the module runs too, for one thing: a node switched back
+//! from native or vxlan must not keep the tunnels and routes of the mode it
+//! left, so it removes them once (see [`remove_leftovers`]).
 
 mod apply;
 mod plan;
@@ -29,6 +33,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Node;
 
 use crate::cache::Kind;
+use crate::config::RoutingMode;
 use crate::module::{MetricsSource, Module, ModuleContext, ModuleError};
 use crate::wire::Netlink;
 pub use apply::ROUTE_PROTOCOL;
@@ -41,10 +46,21 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// A full pass this often anyway, to repair what someone else changed.
 const RESYNC_EVERY: Duration = Duration::from_secs(60);
 
-#[derive(Default)]
 pub struct RoutingModule {
+    mode: RoutingMode,
     report: SharedReport,
     metrics: Arc<RoutingMetrics>,
+}
+
+impl RoutingModule {
+    /// The module for `routing.mode` `mode`.
+    pub fn for_mode(mode: RoutingMode) -> RoutingModule {
+        RoutingModule {
+            mode,
+            report: SharedReport::default(),
+            metrics: Arc::default(),
+        }
+    }
 }
 
 impl Module for RoutingModule {
@@ -60,8 +76,10 @@ impl Module for RoutingModule {
         Some(self.metrics.clone())
     }
 
+    /// `/v1/nodes`, unless there are no peers to route to (`none`): then
+    /// `netlet nodes` says how to turn routing on.
     fn routes(&self) -> Option<axum::Router> {
-        Some(report::routes(self.report.clone()))
+        (self.mode != RoutingMode::None).then(|| report::routes(self.report.clone()))
     }
 }
 
@@ -74,6 +92,9 @@ async fn run(ctx: ModuleContext, shared: SharedReport, metrics: Arc<RoutingMetri
     let config = &ctx.config;
     let families = config.cluster_cidr.families();
     let mode = config.routing.mode;
+    if mode == RoutingMode::None {
+        return remove_leftovers(&ctx, &nl).await;
+    }
     tracing::info!(%mode, vni = config.routing.vni, port = config.routing.port, "node-to-node pod routing");
     let mut changes = ctx.cache.subscribe(&[Kind::Node]);
     let mut behind = false;
@@ -101,5 +122,34 @@ async fn run(ctx: ModuleContext, shared: SharedReport, metrics: Arc<RoutingMetri
             }
         };
         ctx.status.record_reconcile(start.elapsed(), result);
+    }
+}
+
+/// `routing.mode: none`: one pass towards an empty plan removes the VXLAN
+/// devices (their FDB and neighbour entries go with them) and every route
+/// tagged [`ROUTE_PROTOCOL`], what a native or vxlan agent left on this
+/// node; retried until it succeeds. Then nothing is left to watch: other
+/// nodes' changes do not concern a node that routes to none of them.
+async fn remove_leftovers(ctx: &ModuleContext, nl: &Netlink) -> Result<(), ModuleError> {
+    loop {
+        let start = Instant::now();
+        let (_, errors) = apply::apply(nl, &ctx.config.routing, &Plan::default()).await;
+        let done = errors.is_empty();
+        if !done {
+            tracing::warn!(
+                ?errors,
+                "removing an earlier routing mode's devices and routes failed in part; retrying in {RETRY_AFTER:?}"
+            );
+        }
+        ctx.status
+            .record_reconcile(start.elapsed(), if done { Ok(()) } else { Err(errors.join("; ")) });
+        if done {
+            ctx.cancel.cancelled().await;
+            return Ok(());
+        }
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(RETRY_AFTER) => {}
+        }
     }
 }
