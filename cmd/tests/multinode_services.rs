@@ -30,6 +30,8 @@ const NAME_PORT: u16 = 8080;
 const PEER_PORT: u16 = 9090;
 /// How many connections may go by before both backends have answered.
 const TRIES: usize = 60;
+/// Connections of `answering` allowed to get no answer.
+const MISSES_TOLERATED: usize = 3;
 
 type Pod = ClusterPod;
 
@@ -113,22 +115,32 @@ fn once(ns: &Netns, cgroup: Option<&Cgroup>, target: &str) -> String {
 
 /// The first word of each answer over up to TRIES fresh connections to
 /// `target` (the first awaited for up to 10 s), stopping once every name
-/// in `all` has answered.
+/// in `all` has answered. A connection that gets no name back is a miss;
+/// a few are tolerated (a 1 s connect timeout on a loaded 2-core machine
+/// is no verdict), a backend that cannot be reached makes many.
 fn answering(ns: &Netns, cgroup: Option<&Cgroup>, target: &str, all: &[&str]) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
+    let mut misses = Vec::new();
     for i in 0..TRIES {
         let got = match i {
             0 => ask(ns, cgroup, target, |t| all.iter().any(|n| t.contains(n))),
             _ => once(ns, cgroup, target),
         };
         match got.split_whitespace().next().filter(|w| all.contains(w)) {
-            Some(word) => seen.insert(word.to_string()),
-            None => seen.insert(format!("? {}", got.trim())),
-        };
+            Some(word) => {
+                seen.insert(word.to_string());
+            }
+            None => misses.push(got.trim().to_string()),
+        }
         if all.iter().all(|n| seen.contains(*n)) {
             break;
         }
     }
+    assert!(
+        misses.len() <= MISSES_TOLERATED,
+        "{target}: no answer {} times: {misses:?}",
+        misses.len()
+    );
     seen
 }
 
