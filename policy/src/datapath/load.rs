@@ -33,6 +33,9 @@ impl Datapath {
     ) -> Result<Datapath, DatapathError> {
         let pins = PinDir::prepare(&options.pin_dir, &maps_version(options))?;
         let mut loader = EbpfLoader::new();
+        // No program uses CO-RE: parsing the kernel's BTF (megabytes) would
+        // only cost start-up time and a memory peak.
+        loader.btf(None);
         loader.default_map_pin_directory(&pins.maps);
         loader.map_max_entries(RULES_MAP, options.rule_entries);
         loader.map_max_entries(IPCACHE_MAP, options.ipcache_entries);
