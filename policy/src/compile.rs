@@ -1,249 +1,207 @@
 //! The compiler: from a cluster snapshot to per-pod allow rules.
 //!
-//! Peers are resolved once per policy (they do not depend on which pod the
-//! policy selects); only ingress named ports are resolved per selected pod,
-//! because they name the selected pod's own container ports.
+//! [`Compiler`] compiles one snapshot after another and redoes only what
+//! a change can affect. Each step's result is a function of inputs it can
+//! compare with the last compilation's:
+//! - a validated policy depends only on the policy object: kept while the
+//!   object is the same (same uid and resourceVersion, or an equal spec);
+//! - a policy's resolution (peers to identities, egress named ports)
+//!   depends on the validated policy and the [`Universe`] (identities and
+//!   their namespaces' labels): kept while both are;
+//! - the rules of a local identity depend on the universe and the
+//!   resolutions of the policies selecting it: kept unless the universe
+//!   changed; when a policy that changed selects it (before or after),
+//!   that policy's part is taken out and put in again as it is now (each
+//!   rule names its policy, so the parts of two policies never mix).
+//!
+//! Pod addresses, and pods coming and going within identities that
+//! remain, touch none of these; the address table is rebuilt each time.
+//! [`compile`] is the same compiler starting with nothing kept.
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::cluster::{labels_of_namespace, ClusterState, PodView};
-use crate::compiled::{
-    AllowRule, Compiled, Direction, DirectionPolicy, LocalPodPolicy, PeerSet, PodEndpoint, RuleOrigin,
-};
+use crate::compiled::{Compiled, LocalPodPolicy, NamespacedName, PodEndpoint};
 use crate::identity::{Identity, IdentityTable};
-use crate::peers::{PodFacts, PolicyPeer};
-use crate::ports::{NamedPort, PortSet, RulePorts};
-use crate::selector::Labels;
-use crate::validate::{validate, ValidatedPolicy};
+use crate::policies::{Changed, PolicyMemo};
+use crate::resolve::{local_pod_policy, update_local_pod_policy, Member, ResolvedPolicy, Universe};
+use crate::validate::ValidatedPolicy;
 
 /// Compiles every policy for the pods `is_local` accepts (typically those
-/// whose `spec.nodeName` is this node). `previous` is the identity table of
-/// the last compilation (or the default one), so identities stay stable.
+/// whose `spec.nodeName` is this node), from scratch. `previous` is the
+/// identity table of the last compilation (or the default one), so
+/// identities stay stable.
 pub fn compile<P: Borrow<Pod>, Q: Borrow<NetworkPolicy>>(
     cluster: &ClusterState<P, Q>,
     is_local: impl Fn(&Pod) -> bool,
     previous: &IdentityTable,
 ) -> Compiled {
-    let namespace_labels = cluster.namespace_labels();
-    let views = cluster.pod_views();
-    let identities = IdentityTable::allocate(previous, views.iter().map(|v| v.key.clone()).collect());
-    let pods: Vec<Candidate> = views
-        .into_iter()
-        .map(|view| Candidate {
-            namespace_labels: labels_of_namespace(&namespace_labels, &view.name.namespace),
-            // Every key was just allocated; WORLD only keeps this panic-free.
-            identity: identities.get(&view.key).unwrap_or(Identity::WORLD),
-            view,
-        })
-        .collect();
-
-    let mut policies: Vec<ValidatedPolicy> = cluster.policies.iter().map(|p| validate(p.borrow())).collect();
-    policies.sort_by(|a, b| a.name.cmp(&b.name));
-    let named_ports: NamedPortsByIdentity = identities.iter().map(|(key, id)| (id, &key.named_ports)).collect();
-    let resolved: Vec<ResolvedPolicy> = policies
-        .iter()
-        .map(|policy| ResolvedPolicy::new(policy, &pods, &named_ports))
-        .collect();
-
-    let local_pods = pods
-        .iter()
-        .filter(|pod| is_local(pod.view.pod))
-        .map(|pod| (pod.view.name.clone(), local_pod_policy(pod, &resolved)))
-        .collect();
-    let mut policy_errors: Vec<_> = policies.iter().flat_map(|p| p.errors.iter().cloned()).collect();
-    policy_errors.sort();
-    Compiled {
-        pods: pods
-            .iter()
-            .map(|pod| {
-                let endpoint = PodEndpoint {
-                    identity: pod.identity,
-                    ips: pod.view.ips.clone(),
-                };
-                (pod.view.name.clone(), endpoint)
-            })
-            .collect(),
-        ipcache: pods
-            .iter()
-            .flat_map(|pod| pod.view.ips.iter().map(|ip| (*ip, pod.identity)))
-            .collect(),
-        identities,
-        local_pods,
-        policy_errors,
-    }
+    Compiler::continuing(previous).compile(cluster, is_local)
 }
 
-type NamedPortsByIdentity<'a> = BTreeMap<Identity, &'a BTreeSet<NamedPort>>;
-
-/// A selectable pod with what selectors need to look at.
-struct Candidate<'a> {
-    view: PodView<'a>,
-    namespace_labels: Labels,
-    identity: Identity,
+/// A compiler that keeps, between compilations, what the next one may
+/// reuse (see the module documentation).
+#[derive(Debug, Default)]
+pub struct Compiler {
+    /// The last compilation's, so identity numbers stay stable.
+    identities: IdentityTable,
+    policies: PolicyMemo,
+    universe: Universe,
+    /// Sorted by policy name.
+    resolved: Vec<Arc<ResolvedPolicy>>,
+    local: BTreeMap<Identity, LocalPodPolicy>,
 }
 
-impl Candidate<'_> {
-    fn facts(&self) -> PodFacts<'_> {
-        PodFacts {
-            namespace: &self.view.name.namespace,
-            labels: &self.view.key.labels,
-            namespace_labels: &self.namespace_labels,
+impl Compiler {
+    /// A compiler with nothing kept but `previous` identity numbers.
+    pub fn continuing(previous: &IdentityTable) -> Compiler {
+        Compiler {
+            identities: previous.clone(),
+            ..Compiler::default()
         }
     }
-}
 
-/// One rule peer with its pods resolved; its ports may still be named.
-struct ResolvedPeer<'p> {
-    origin: RuleOrigin,
-    peers: PeerSet,
-    ports: &'p RulePorts,
-}
-
-/// A policy with its peers resolved against the current pods.
-struct ResolvedPolicy<'p> {
-    policy: &'p ValidatedPolicy,
-    ingress: Vec<ResolvedPeer<'p>>,
-    /// Egress ports name the peers' container ports, which are known now,
-    /// so egress rules are final and shared by every selected pod.
-    egress: Vec<AllowRule>,
-}
-
-impl<'p> ResolvedPolicy<'p> {
-    fn new(policy: &'p ValidatedPolicy, pods: &[Candidate], named_ports: &NamedPortsByIdentity) -> ResolvedPolicy<'p> {
-        let egress = resolve_peers(policy, Direction::Egress, pods)
-            .into_iter()
-            .flat_map(|peer| egress_allow_rules(peer, named_ports))
+    /// Compiles `cluster`, as [`compile`] would given the identities of
+    /// the last compilation.
+    pub fn compile<P: Borrow<Pod>, Q: Borrow<NetworkPolicy>>(
+        &mut self,
+        cluster: &ClusterState<P, Q>,
+        is_local: impl Fn(&Pod) -> bool,
+    ) -> Compiled {
+        let views = cluster.pod_views();
+        let identities = IdentityTable::allocate(&self.identities, views.iter().map(|v| v.key.clone()).collect());
+        let universe = universe(cluster, identities.clone());
+        let (policies, changed) = self.policies.validate(cluster.policies.iter().map(Borrow::borrow));
+        let changed = match changed {
+            Changed::Names(names) if universe == self.universe => names,
+            // Nothing resolved before can be trusted.
+            _ => {
+                self.resolved.clear();
+                self.local.clear();
+                BTreeSet::new()
+            }
+        };
+        let resolved = resolve(&self.resolved, &policies, &changed, &universe);
+        let local: BTreeSet<Identity> = (views.iter())
+            .filter(|view| is_local(view.pod))
+            .filter_map(|view| identities.get(&view.key))
             .collect();
-        ResolvedPolicy {
-            policy,
-            ingress: resolve_peers(policy, Direction::Ingress, pods),
-            egress,
+        let earlier = std::mem::replace(&mut self.resolved, resolved);
+        self.update_local(local, &universe, &changed, &earlier);
+        self.universe = universe;
+        self.identities = identities;
+        self.assemble(&views, &is_local, &policies)
+    }
+
+    /// The state of each of `local` identities: kept, updated for the
+    /// `changed` policies (`earlier` resolved as they were), or compiled.
+    fn update_local(
+        &mut self,
+        local: BTreeSet<Identity>,
+        universe: &Universe,
+        changed: &BTreeSet<NamespacedName>,
+        earlier: &[Arc<ResolvedPolicy>],
+    ) {
+        let touches = |member: &Member| {
+            (changed.iter()).any(|name| {
+                let selects = |list: &[Arc<ResolvedPolicy>]| named(list, name).is_some_and(|r| r.selects(member));
+                selects(earlier) || selects(&self.resolved)
+            })
+        };
+        let mut kept = std::mem::take(&mut self.local);
+        for identity in local {
+            let Some(member) = universe.member(identity) else {
+                continue;
+            };
+            let policy = match kept.remove(&identity) {
+                Some(kept) if !touches(&member) => kept,
+                Some(kept) => {
+                    let now = changed.iter().filter_map(|name| named(&self.resolved, name));
+                    update_local_pod_policy(kept, &member, changed, now)
+                }
+                None => local_pod_policy(&member, self.resolved.iter().map(|r| &**r)),
+            };
+            self.local.insert(identity, policy);
         }
     }
 
-    /// Whether the policy applies to `pod`. A policy whose podSelector is
-    /// invalid applies to its whole namespace (fail closed).
-    fn selects(&self, pod: &Candidate) -> bool {
-        pod.view.name.namespace == self.policy.name.namespace
-            && self
-                .policy
-                .pod_selector
-                .as_ref()
-                .is_none_or(|s| s.matches(&pod.view.key.labels))
-    }
-
-    fn allow_rules(&self, direction: Direction, pod: &Candidate) -> Vec<AllowRule> {
-        match direction {
-            Direction::Egress => self.egress.clone(),
-            Direction::Ingress => (self.ingress.iter())
-                .filter_map(|peer| {
-                    Some(AllowRule {
-                        origin: peer.origin.clone(),
-                        peers: peer.peers.clone(),
-                        ports: peer.ports.resolve(&pod.view.key.named_ports)?,
-                    })
+    /// The result, from the state just computed.
+    fn assemble(
+        &self,
+        views: &[PodView],
+        is_local: impl Fn(&Pod) -> bool,
+        policies: &[Arc<ValidatedPolicy>],
+    ) -> Compiled {
+        let identities = &self.identities;
+        let identity_of = |view: &PodView| identities.get(&view.key).unwrap_or(Identity::WORLD);
+        let local_pods = (views.iter())
+            .filter(|view| is_local(view.pod))
+            .filter_map(|view| Some((view.name.clone(), self.local.get(&identity_of(view))?.clone())))
+            .collect();
+        let mut policy_errors: Vec<_> = policies.iter().flat_map(|p| p.errors.iter().cloned()).collect();
+        policy_errors.sort();
+        Compiled {
+            pods: (views.iter())
+                .map(|view| {
+                    let endpoint = PodEndpoint {
+                        identity: identity_of(view),
+                        ips: view.ips.clone(),
+                    };
+                    (view.name.clone(), endpoint)
                 })
                 .collect(),
+            ipcache: (views.iter())
+                .flat_map(|view| view.ips.iter().map(move |ip| (*ip, identity_of(view))))
+                .collect(),
+            identities: identities.clone(),
+            local_pods,
+            policy_errors,
         }
     }
 }
 
-fn local_pod_policy(pod: &Candidate, policies: &[ResolvedPolicy]) -> LocalPodPolicy {
-    let mut ingress = DirectionPolicy::default();
-    let mut egress = DirectionPolicy::default();
-    for policy in policies.iter().filter(|p| p.selects(pod)) {
-        for (direction, state) in [(Direction::Ingress, &mut ingress), (Direction::Egress, &mut egress)] {
-            if policy.policy.isolates(direction) {
-                state.isolated_by.push(policy.policy.name.clone());
-                state.rules.extend(policy.allow_rules(direction, pod));
+/// Every policy resolved: `earlier`'s resolution where the policy did not
+/// change (the universe did not, or `earlier` is empty). Both lists are
+/// sorted by name, so they are walked side by side.
+fn resolve(
+    earlier: &[Arc<ResolvedPolicy>],
+    policies: &[Arc<ValidatedPolicy>],
+    changed: &BTreeSet<NamespacedName>,
+    universe: &Universe,
+) -> Vec<Arc<ResolvedPolicy>> {
+    let mut earlier = earlier.iter().peekable();
+    (policies.iter())
+        .map(|policy| {
+            while earlier.next_if(|r| r.policy.name < policy.name).is_some() {}
+            match earlier.peek() {
+                Some(kept) if kept.policy.name == policy.name && !changed.contains(&policy.name) => (*kept).clone(),
+                _ => Arc::new(ResolvedPolicy::new(policy.clone(), universe)),
             }
-        }
-    }
-    for state in [&mut ingress, &mut egress] {
-        state.rules.sort();
-        state.rules.dedup();
-    }
-    LocalPodPolicy {
-        identity: pod.identity,
-        ingress,
-        egress,
-    }
+        })
+        .collect()
 }
 
-/// Every (rule, peer) of one direction, peers resolved to identities.
-fn resolve_peers<'p>(policy: &'p ValidatedPolicy, direction: Direction, pods: &[Candidate]) -> Vec<ResolvedPeer<'p>> {
-    let origin = |rule: usize, peer: Option<usize>| RuleOrigin {
-        policy: policy.name.clone(),
-        direction,
-        rule,
-        peer,
-    };
-    let mut resolved = Vec::new();
-    for (rule_index, rule) in policy.rules(direction).iter().enumerate() {
-        let Some(peers) = &rule.peers else {
-            resolved.push(ResolvedPeer {
-                origin: origin(rule_index, None),
-                peers: PeerSet::Any,
-                ports: &rule.ports,
-            });
-            continue;
-        };
-        for (peer_index, peer) in peers.iter().enumerate() {
-            let peers = match peer {
-                PolicyPeer::IpBlock(block) => PeerSet::IpBlock(block.clone()),
-                PolicyPeer::Pods { .. } => PeerSet::Pods(
-                    (pods.iter())
-                        .filter(|pod| peer.selects(&policy.name.namespace, &pod.facts()))
-                        .map(|pod| pod.identity)
-                        .collect(),
-                ),
-            };
-            resolved.push(ResolvedPeer {
-                origin: origin(rule_index, Some(peer_index)),
-                peers,
-                ports: &rule.ports,
-            });
-        }
-    }
-    resolved
+/// The policy called `name` in `list`, sorted by name.
+fn named<'a>(list: &'a [Arc<ResolvedPolicy>], name: &NamespacedName) -> Option<&'a ResolvedPolicy> {
+    let at = list.binary_search_by(|r| r.policy.name.cmp(name)).ok()?;
+    Some(&list[at])
 }
 
-/// Egress allow rules of one peer. Numeric ports apply to the whole peer.
-/// Named ports name the *destination's* container ports, so they are
-/// resolved per peer identity (every known pod when the rule lists no
-/// peers) and identities are grouped by the ports they resolve to. An
-/// ipBlock has no container ports: a named port towards it matches nothing.
-fn egress_allow_rules(peer: ResolvedPeer, named_ports: &NamedPortsByIdentity) -> Vec<AllowRule> {
-    let mut rules = Vec::new();
-    if let Some(ports) = peer.ports.numbered() {
-        rules.push(AllowRule {
-            origin: peer.origin.clone(),
-            peers: peer.peers.clone(),
-            ports,
-        });
+/// The identities and the labels of their namespaces: the cached ones, or
+/// for a namespace missing from the cache (a watch lagging behind) at
+/// least the name label the API server guarantees.
+fn universe<P: Borrow<Pod>, Q>(cluster: &ClusterState<P, Q>, identities: IdentityTable) -> Universe {
+    let all = cluster.namespace_labels();
+    let namespace_labels = (identities.iter())
+        .map(|(key, _)| (key.namespace.clone(), labels_of_namespace(&all, &key.namespace)))
+        .collect();
+    Universe {
+        identities,
+        namespace_labels,
     }
-    if !peer.ports.has_named() {
-        return rules;
-    }
-    let candidates: Vec<(Identity, &BTreeSet<NamedPort>)> = match &peer.peers {
-        PeerSet::Any => named_ports.iter().map(|(id, ports)| (*id, *ports)).collect(),
-        PeerSet::Pods(ids) => ids.iter().filter_map(|id| Some((*id, *named_ports.get(id)?))).collect(),
-        PeerSet::IpBlock(_) => vec![],
-    };
-    let mut by_ports: BTreeMap<PortSet, BTreeSet<Identity>> = BTreeMap::new();
-    for (id, pod_ports) in candidates {
-        if let Some(ports) = peer.ports.named_only(pod_ports) {
-            by_ports.entry(ports).or_default().insert(id);
-        }
-    }
-    rules.extend(by_ports.into_iter().map(|(ports, ids)| AllowRule {
-        origin: peer.origin.clone(),
-        peers: PeerSet::Pods(ids),
-        ports,
-    }));
-    rules
 }

@@ -157,6 +157,13 @@ impl LocalPodPolicy {
             Direction::Egress => &self.egress,
         }
     }
+
+    pub(crate) fn direction_mut(&mut self, direction: Direction) -> &mut DirectionPolicy {
+        match direction {
+            Direction::Ingress => &mut self.ingress,
+            Direction::Egress => &mut self.egress,
+        }
+    }
 }
 
 /// A pod anywhere in the cluster that policies can select.

@@ -26,7 +26,9 @@ mod identity;
 pub mod maps;
 mod peers;
 mod plan;
+mod policies;
 mod ports;
+mod resolve;
 mod selector;
 mod validate;
 mod verdict;
@@ -35,7 +37,7 @@ mod verdict;
 mod tests;
 
 pub use cluster::{ClusterState, NAMESPACE_NAME_LABEL};
-pub use compile::compile;
+pub use compile::{compile, Compiler};
 pub use compiled::{
     AllowRule, Compiled, Direction, DirectionPolicy, LocalPodPolicy, NamespacedName, PeerSet, PodEndpoint, RuleOrigin,
 };

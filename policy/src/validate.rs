@@ -123,11 +123,17 @@ impl ValidatedPolicy {
     }
 }
 
-pub(crate) fn validate(policy: &NetworkPolicy) -> ValidatedPolicy {
-    let name = NamespacedName::new(
+/// A policy's `namespace/name` (an object without a namespace is taken
+/// to be in `default`, as the API would place it).
+pub(crate) fn policy_name(policy: &NetworkPolicy) -> NamespacedName {
+    NamespacedName::new(
         policy.metadata.namespace.as_deref().unwrap_or("default"),
         policy.metadata.name.as_deref().unwrap_or_default(),
-    );
+    )
+}
+
+pub(crate) fn validate(policy: &NetworkPolicy) -> ValidatedPolicy {
+    let name = policy_name(policy);
     let default_spec = NetworkPolicySpec::default();
     let spec = policy.spec.as_ref().unwrap_or(&default_spec);
     let spec_path = FieldPath::new("spec");

@@ -2,9 +2,11 @@
 //! connection rate between two pods of one node with no policy, then with
 //! 1,000 policies selecting the server pod (each with an ipBlock rule of
 //! its own, plus one letting the client in); and the time from a policy
-//! change written to the API stand-in to its enforcement on the wire. The
-//! agent and the API run in this process, the whole benchmark in a network
-//! namespace of its own.
+//! change written to the API stand-in to its enforcement on the wire (the
+//! first UDP probe through, probes every 0.1 ms), split into the watch
+//! delivery, the wait for the policy module and each step of its sync.
+//! The agent and the API run in this process (one clock for both), the
+//! whole benchmark in a network namespace of its own.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -23,6 +25,9 @@ use kube::Api;
 use serde_json::{json, Value};
 use testbed::Netns;
 
+use breakdown::Breakdown;
+use probe::UdpProbe;
+
 #[derive(Parser)]
 struct Args {
     /// The netlet binary, run as the CNI plugin.
@@ -37,7 +42,7 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     round_secs: u64,
     /// Policy changes timed to enforcement.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 200)]
     changes: usize,
 }
 
@@ -89,23 +94,24 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(wait_enforced(&client_ns, server_ip, true))?;
     let with = measure(args.rounds, &args, &client_ns, server_ip)?;
 
-    let mut latencies = Vec::new();
+    let probe = UdpProbe::new(&client_ns, &server, server_ip)?;
+    let admin = dir.path().join("run/admin.sock");
+    let mut changes = Vec::new();
     for _ in 0..args.changes {
         let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), NAMESPACE);
         rt.block_on(api.delete("allow-client", &DeleteParams::default()))?;
         rt.block_on(wait_enforced(&client_ns, server_ip, false))?;
-        let start = Instant::now();
-        rt.block_on(api.create(&PostParams::default(), &allow))?;
-        rt.block_on(wait_enforced(&client_ns, server_ip, true))?;
-        latencies.push(start.elapsed());
+        let change = probe.time(|| {
+            rt.block_on(api.create(&PostParams::default(), &allow))?;
+            Ok(())
+        })?;
+        changes.push(rt.block_on(breakdown_of(&change, &admin))?);
     }
-    rt.block_on(delete_policies(&client, &dir.path().join("run/admin.sock")))?;
+    rt.block_on(delete_policies(&client, &admin))?;
     without.extend(measure(args.rounds - early, &args, &client_ns, server_ip)?);
     let (without, with) = (without.medians(), with.medians());
     let _ = iperf.kill();
     let _ = iperf.wait();
-    latencies.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let gbps = |bps: f64| bps / 1e9;
     println!(
         "  TCP throughput   none {:6.2} Gbit/s   {} policies {:6.2} Gbit/s   ratio {:.3} (target >= 0.95)",
@@ -121,20 +127,8 @@ fn main() -> anyhow::Result<()> {
         with.connects,
         with.connects / without.connects
     );
-    println!(
-        "  policy created in the API -> enforced, with {} policies: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} changes (target < 10 ms)",
-        args.policies,
-        ms(latencies[latencies.len() / 2]),
-        ms(latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]),
-        ms(*latencies.last().expect("at least one change")),
-        latencies.len()
-    );
-    let page = rt
-        .block_on(netstack::admin::client::get(
-            &dir.path().join("run/admin.sock"),
-            "/metrics",
-        ))?
-        .body;
+    breakdown::print(&changes, args.policies);
+    let page = rt.block_on(netstack::admin::client::get(&admin, "/metrics"))?.body;
     let series = |name: &str| {
         page.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -264,7 +258,8 @@ impl Drop for ConnectServer {
     }
 }
 
-/// Polls new connections (2 ms each) until they pass (`allowed`) or not.
+/// Polls new connections (2 ms each) until they pass (`allowed`) or not;
+/// for waits that are not timed.
 async fn wait_enforced(client: &Netns, server: IpAddr, allowed: bool) -> anyhow::Result<()> {
     let to = SocketAddr::new(server, CONNECT_PORT);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -278,6 +273,22 @@ async fn wait_enforced(client: &Netns, server: IpAddr, allowed: bool) -> anyhow:
                 "connections did not become {} within 30 s",
                 if allowed { "allowed" } else { "blocked" }
             );
+        }
+    }
+}
+
+/// The breakdown of `change`, once the agent has recorded the sync that
+/// served it (it records a sync just after the maps are written, which the
+/// probe may notice first).
+async fn breakdown_of(change: &probe::TimedChange, admin: &Path) -> anyhow::Result<Breakdown> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let report: netstack::policy::PolicyReport =
+            serde_json::from_str(&netstack::admin::client::get(admin, "/v1/policy").await?.body)?;
+        match Breakdown::of(change, &report.recent_syncs) {
+            Some(breakdown) => return Ok(breakdown),
+            None if Instant::now() > deadline => bail!("the agent reports no sync for the change"),
+            None => tokio::time::sleep(Duration::from_millis(1)).await,
         }
     }
 }
@@ -412,4 +423,173 @@ fn run(argv: &[&str]) -> anyhow::Result<()> {
         bail!("{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
+}
+
+/// Detects the moment a policy change lets packets through, finer than
+/// connections can: while a change is timed, the client pod sends a UDP
+/// datagram to the server pod every [`probe::PROBE_EVERY`], each carrying
+/// its send time, and the first one the server receives tells when the
+/// datapath began to pass them.
+mod probe {
+    use std::net::{IpAddr, SocketAddr, UdpSocket};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use anyhow::{bail, Context};
+    use testbed::Netns;
+
+    pub const PROBE_EVERY: Duration = Duration::from_micros(100);
+    const PROBE_PORT: u16 = 7001;
+
+    pub struct UdpProbe {
+        client: UdpSocket,
+        server: UdpSocket,
+    }
+
+    /// One timed change, in nanoseconds since the Unix epoch.
+    pub struct TimedChange {
+        /// Just before the write to the API.
+        pub start: u64,
+        /// The API answered the write.
+        pub answered: u64,
+        /// Sent time of the first datagram that got through.
+        pub passed: u64,
+    }
+
+    impl UdpProbe {
+        pub fn new(client: &Netns, server: &Netns, server_ip: IpAddr) -> anyhow::Result<UdpProbe> {
+            let to = SocketAddr::new(server_ip, PROBE_PORT);
+            let server = server.run(|| UdpSocket::bind(("0.0.0.0", PROBE_PORT)))?;
+            let client = client.run(|| UdpSocket::bind(("0.0.0.0", 0)))?;
+            client.connect(to)?;
+            Ok(UdpProbe { client, server })
+        }
+
+        /// Times `write` (a change that lets the client through) from its
+        /// start to the first datagram passing.
+        pub fn time(&self, write: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<TimedChange> {
+            self.drain()?;
+            let stop = AtomicBool::new(false);
+            let start = now();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        // Refused or dropped sends are what a denied flow looks like.
+                        let _ = self.client.send(&now().to_le_bytes());
+                        std::thread::sleep(PROBE_EVERY);
+                    }
+                });
+                let timed = write().and_then(|()| {
+                    let answered = now();
+                    let passed = self.first_sent_since(start)?;
+                    Ok(TimedChange {
+                        start,
+                        answered,
+                        passed,
+                    })
+                });
+                stop.store(true, Ordering::Relaxed);
+                timed
+            })
+        }
+
+        /// Forgets datagrams of earlier changes.
+        fn drain(&self) -> anyhow::Result<()> {
+            self.server.set_nonblocking(true)?;
+            let mut buf = [0u8; 8];
+            while self.server.recv(&mut buf).is_ok() {}
+            self.server.set_nonblocking(false)?;
+            Ok(())
+        }
+
+        fn first_sent_since(&self, start: u64) -> anyhow::Result<u64> {
+            self.server.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let mut buf = [0u8; 8];
+            loop {
+                let n = (self.server.recv(&mut buf)).context("no probe got through within 30 s of the change")?;
+                if n != buf.len() {
+                    bail!("a probe of {n} bytes: not ours");
+                }
+                let sent = u64::from_le_bytes(buf);
+                if sent >= start {
+                    return Ok(sent);
+                }
+            }
+        }
+    }
+
+    pub fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+}
+
+/// Where the time of each change goes, from the bench's own moments and
+/// the agent's record of its syncs (`/v1/policy`, the same clock: the
+/// agent runs in this process).
+mod breakdown {
+    use netstack::policy::SyncTimes;
+
+    use super::probe::{TimedChange, PROBE_EVERY};
+
+    /// Milliseconds per stage of one change.
+    pub struct Breakdown([f64; STAGES.len()]);
+
+    const STAGES: [&str; 8] = [
+        "API answered the write",
+        "API write -> event in the agent's cache",
+        "event in cache -> sync start",
+        "compile (cache snapshot included)",
+        "plan",
+        "map writes",
+        "maps written -> first probe through",
+        "END TO END (write -> first probe through)",
+    ];
+
+    impl Breakdown {
+        /// `change` split at the first sync that served an event seen after
+        /// its start.
+        pub fn of(change: &TimedChange, syncs: &[SyncTimes]) -> Option<Breakdown> {
+            let sync = (syncs.iter()).find(|s| s.change_seen.is_some_and(|seen| seen >= change.start))?;
+            let seen = sync.change_seen.unwrap_or(sync.woken);
+            let ms = |from: u64, to: u64| (to as f64 - from as f64) / 1e6;
+            Some(Breakdown([
+                ms(change.start, change.answered),
+                ms(change.start, seen),
+                ms(seen, sync.started),
+                ms(sync.started, sync.compiled),
+                ms(sync.compiled, sync.planned),
+                ms(sync.planned, sync.applied),
+                ms(sync.applied, change.passed),
+                ms(change.start, change.passed),
+            ]))
+        }
+    }
+
+    pub fn print(changes: &[Breakdown], policies: usize) {
+        println!(
+            "  policy created in the API -> enforced, with {policies} policies, over {} changes (probe every {:?}; target < 10 ms end to end):",
+            changes.len(),
+            PROBE_EVERY
+        );
+        println!("    {:<45} {:>8} {:>8} {:>8} {:>8}", "ms", "p50", "p99", "max", "mean");
+        for (i, stage) in STAGES.iter().enumerate() {
+            let mut v: Vec<f64> = changes.iter().map(|c| c.0[i]).collect();
+            v.sort_by(f64::total_cmp);
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            println!(
+                "    {stage:<45} {:>8.3} {:>8.3} {:>8.3} {mean:>8.3}",
+                rank(&v, 0.50),
+                rank(&v, 0.99),
+                v[v.len() - 1]
+            );
+        }
+    }
+
+    /// The nearest-rank percentile of sorted `v`.
+    fn rank(v: &[f64], q: f64) -> f64 {
+        let n = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        v[n - 1]
+    }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -43,6 +44,10 @@ pub struct Changes {
     /// Kinds whose every object may have changed: after a relist, on the
     /// first look, or when too many keys piled up.
     pub resynced: BTreeSet<Kind>,
+    /// When the oldest of these changes reached the cache (`None` for a
+    /// subscription's first look): how long a change waited for its
+    /// module is then measurable, e.g. by the policy latency benchmark.
+    pub first_at: Option<Instant>,
     /// Entries of `objects` per kind, so the bound check stays O(1).
     per_kind: [usize; Kind::ALL.len()],
 }
@@ -53,6 +58,7 @@ impl Changes {
     }
 
     fn add(&mut self, kind: Kind, key: ObjectKey) {
+        self.first_at.get_or_insert_with(Instant::now);
         if self.resynced.contains(&kind) {
             return;
         }
@@ -65,6 +71,7 @@ impl Changes {
     }
 
     fn resync(&mut self, kind: Kind) {
+        self.first_at.get_or_insert_with(Instant::now);
         self.objects.retain(|(k, _)| *k != kind);
         self.per_kind[kind.index()] = 0;
         self.resynced.insert(kind);

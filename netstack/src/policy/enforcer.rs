@@ -1,17 +1,19 @@
 //! The enforcement state of this node: the loaded datapath, the pod
 //! interfaces it is attached to, and the last compilation. Every change
 //! (an object in the cache, an interface wired or unwired) goes through
-//! [`Enforcer::sync`]: compile everything, plan the map entries, write the
-//! difference. Compilation is whole because a label change anywhere can
-//! change any pod's peers; the maps still see only what differs.
+//! [`Enforcer::sync`]: compile, plan the map entries, write the
+//! difference. The compiler is given the whole state each time (level-
+//! triggered: nothing depends on which events arrived) and redoes only
+//! what changed since the last sync; the maps see only what differs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use policy::{Compiled, Datapath, EndpointPod, LocalEndpoint, NamespacedName, Plan};
+use policy::{Compiled, Compiler, Datapath, EndpointPod, LocalEndpoint, NamespacedName, Plan};
 
 use super::snapshot::Snapshot;
+use super::timing::Steps;
 use crate::cache::Cache;
 use crate::cni::handler::Attachment;
 
@@ -26,6 +28,8 @@ pub(super) struct Enforcer {
     pub datapath: Datapath,
     /// By host-side interface name.
     interfaces: BTreeMap<String, Interface>,
+    /// Keeps what a change does not touch between syncs.
+    compiler: Compiler,
     compiled: Arc<Compiled>,
 }
 
@@ -35,6 +39,7 @@ pub(super) struct Synced {
     pub took: Duration,
     pub written: usize,
     pub removed: usize,
+    pub steps: Steps,
 }
 
 impl Enforcer {
@@ -44,6 +49,7 @@ impl Enforcer {
         Enforcer {
             datapath,
             interfaces: BTreeMap::new(),
+            compiler: Compiler::default(),
             compiled: Arc::default(),
         }
     }
@@ -92,20 +98,25 @@ impl Enforcer {
     pub fn sync(&mut self, cache: &Cache) -> Result<Synced, String> {
         let start = Instant::now();
         let snapshot = Snapshot::take(cache, self.interfaces.values().map(|i| &i.attachment));
-        let compiled = policy::compile(
-            &snapshot.cluster(),
-            |pod| cache.is_local(pod),
-            &self.compiled.identities,
-        );
+        let compiled = (self.compiler).compile(&snapshot.cluster(), |pod| cache.is_local(pod));
         let endpoints: Vec<LocalEndpoint> = self.interfaces.values().map(endpoint).collect();
+        let compiled_at = Instant::now();
         // The datapath's slots: after a restart, the previous agent's.
         let plan: Plan = policy::plan(&compiled, &endpoints, self.datapath.slots());
+        let planned = Instant::now();
         let applied = self.datapath.apply(&plan).map_err(|e| e.to_string())?;
+        let steps = Steps {
+            started: start,
+            compiled: compiled_at,
+            planned,
+            applied: Instant::now(),
+        };
         self.compiled = Arc::new(compiled);
         Ok(Synced {
-            took: start.elapsed(),
+            took: steps.applied - start,
             written: applied.written,
             removed: applied.removed,
+            steps,
         })
     }
 

@@ -73,7 +73,7 @@ impl MetricsSource for Source {
         let syncs = self.0.metrics.syncs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         page.family(
             "netlet_policy_sync_duration_seconds",
-            "Compiling every policy and writing the changed map entries.",
+            "Compiling what changed and writing the changed map entries.",
             MetricType::Histogram,
         )
         .histogram("netlet_policy_sync_duration_seconds", &[], &syncs);

@@ -14,6 +14,7 @@ mod hook;
 mod metrics;
 mod report;
 mod snapshot;
+mod timing;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +28,7 @@ use crate::store::trees;
 use enforcer::Enforcer;
 pub use hook::PolicyHook;
 pub use report::{DirectionReport, DropRecord, PodPolicyReport, PolicyReport, TraceReport};
+pub use timing::SyncTimes;
 
 /// What the module, its CNI hook and its admin endpoints share.
 #[derive(Default)]
@@ -40,6 +42,7 @@ pub(crate) struct PolicyShared {
     cache: std::sync::OnceLock<crate::cache::Cache>,
     drops: drops::DropLog,
     metrics: metrics::PolicyMetrics,
+    recent_syncs: timing::RecentSyncs,
 }
 
 impl PolicyShared {
@@ -132,18 +135,22 @@ async fn run(ctx: ModuleContext, shared: Arc<PolicyShared>) -> Result<(), Module
     let mut changes = ctx.cache.subscribe(&[Kind::Pod, Kind::Namespace, Kind::NetworkPolicy]);
     let mut behind = false;
     loop {
-        tokio::select! {
+        // Each sync starts as soon as a change is in: there is no
+        // debounce, because a change that comes while a sync runs is
+        // picked up whole by the next one anyway.
+        let change_seen = tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
-            _ = changes.changed() => {}
-            _ = tokio::time::sleep(RETRY_AFTER), if behind => {}
-        }
-        let start = std::time::Instant::now();
+            c = changes.changed() => c.first_at,
+            _ = tokio::time::sleep(RETRY_AFTER), if behind => None,
+        };
+        let woken = std::time::Instant::now();
         let result = shared.lock().as_mut().expect("loaded above").sync(&ctx.cache);
-        ctx.status.record_reconcile(start.elapsed(), result.as_ref().map(drop));
+        ctx.status.record_reconcile(woken.elapsed(), result.as_ref().map(drop));
         match &result {
             Ok(synced) => {
                 tracing::debug!(took = ?synced.took, written = synced.written, removed = synced.removed, "NetworkPolicy synced");
-                shared.metrics.observe(synced)
+                shared.metrics.observe(synced);
+                shared.recent_syncs.record(synced.steps.times(change_seen, woken));
             }
             Err(e) => tracing::warn!(error = %e, "NetworkPolicy update failed; retrying in {RETRY_AFTER:?}"),
         }

@@ -31,6 +31,9 @@ pub struct PolicyReport {
     pub pods: Vec<PodPolicyReport>,
     /// (namespace/policy, flows it allowed)
     pub allowed_by_policy: Vec<(String, u64)>,
+    /// When the steps of the last syncs happened, oldest first.
+    #[serde(default)]
+    pub recent_syncs: Vec<super::SyncTimes>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -194,6 +197,7 @@ impl PolicyShared {
             errors: compiled.policy_errors.iter().map(ToString::to_string).collect(),
             pods,
             allowed_by_policy,
+            recent_syncs: self.recent_syncs.list(),
         }
     }
 }

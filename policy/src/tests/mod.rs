@@ -1,5 +1,7 @@
-//! Scenario tests over the upstream e2e model (see `model`).
+//! Scenario tests over the upstream e2e model (see `model`), and the
+//! incremental compiler against compiling from scratch.
 
+mod incremental;
 mod model;
 mod reachability;
 mod trace;
