@@ -72,14 +72,10 @@ fn main() -> anyhow::Result<()> {
     let conf = json!({"cniVersion": "1.0.0", "name": "netlet", "type": "netlet", "agentSocket": dir.path().join("run/cni.sock")});
     let server = Netns::new("bpols")?;
     let client_ns = Netns::new("bpolc")?;
-    let server_ip = add_pod(&args.netlet, &conf, &server, "server")?;
-    add_pod(&args.netlet, &conf, &client_ns, "client")?;
+    let server_ip = add_pod(&rt, &args.netlet, &conf, &server, "server")?;
+    add_pod(&rt, &args.netlet, &conf, &client_ns, "client")?;
     let _listener = ConnectServer::start(&server)?;
-    let mut iperf = server
-        .command("iperf3")
-        .args(["-s", "-p", "5201"])
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
+    let iperf = bench::iperf::Server::start(&server)?;
 
     // Half the rounds without policies before, half after, the rounds
     // with policies in between: drift on a busy machine hits both sides.
@@ -110,8 +106,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(delete_policies(&client, &admin))?;
     without.extend(measure(args.rounds - early, &args, &client_ns, server_ip)?);
     let (without, with) = (without.medians(), with.medians());
-    let _ = iperf.kill();
-    let _ = iperf.wait();
+    drop(iperf);
     let gbps = |bps: f64| bps / 1e9;
     println!(
         "  TCP throughput   none {:6.2} Gbit/s   {} policies {:6.2} Gbit/s   ratio {:.3} (target >= 0.95)",
@@ -175,7 +170,9 @@ impl Figures {
 fn measure(rounds: usize, args: &Args, client: &Netns, server: IpAddr) -> anyhow::Result<Figures> {
     let mut figures = Figures::default();
     for _ in 0..rounds {
-        figures.throughput.push(iperf(client, server, args.round_secs)?);
+        figures
+            .throughput
+            .push(bench::iperf::tcp_throughput(client, server, args.round_secs)?);
         figures
             .connects
             .push(connect_rate(client, server, Duration::from_secs(args.round_secs))?);
@@ -186,22 +183,6 @@ fn measure(rounds: usize, args: &Args, client: &Netns, server: IpAddr) -> anyhow
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn iperf(client: &Netns, server: IpAddr, secs: u64) -> anyhow::Result<f64> {
-    let out = client
-        .command("iperf3")
-        .args(["-c", &server.to_string(), "-p", "5201", "-J", "-t", &secs.to_string()])
-        .output()?;
-    let report: Value = serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
-    report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .with_context(|| {
-            format!(
-                "iperf3 reported no throughput: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
 }
 
 /// Connections per second from `client`, each opened, answered with one
@@ -387,34 +368,18 @@ async fn start(dir: &Path, pins: &Path) -> anyhow::Result<(standin::ApiServer, n
 }
 
 /// CNI ADD for pod `bench/<name>` in `ns`; returns its IPv4 address.
-fn add_pod(plugin: &Path, conf: &Value, ns: &Netns, name: &str) -> anyhow::Result<IpAddr> {
-    let netns = ns.path().display().to_string();
-    let args = format!("K8S_POD_NAMESPACE={NAMESPACE};K8S_POD_NAME={name}");
-    let mut child = Command::new(plugin)
-        .env_clear()
-        .envs([
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", name),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/opt/cni/bin"),
-            ("CNI_NETNS", netns.as_str()),
-            ("CNI_ARGS", args.as_str()),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(conf.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    let result: Value = serde_json::from_slice(&out.stdout).context("CNI ADD result")?;
-    let ip = result["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .with_context(|| format!("CNI ADD of {name} failed: {result}"))?;
-    Ok(ip.parse()?)
+fn add_pod(
+    rt: &tokio::runtime::Runtime,
+    plugin: &Path,
+    conf: &Value,
+    ns: &Netns,
+    name: &str,
+) -> anyhow::Result<IpAddr> {
+    let ips = rt.block_on(bench::cni::cni_add(plugin, conf, ns, name, NAMESPACE, name))?;
+    let ip = (ips.iter())
+        .find_map(|ip| ip.parse::<IpAddr>().ok().filter(IpAddr::is_ipv4))
+        .with_context(|| format!("CNI ADD of {name} gave no IPv4 address: {ips:?}"))?;
+    Ok(ip)
 }
 
 fn run(argv: &[&str]) -> anyhow::Result<()> {
