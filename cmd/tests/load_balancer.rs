@@ -175,16 +175,7 @@ fn load_balancer_ips_are_allocated_announced_and_released() {
         assert_eq!(ingress(&bed, "web", 2), vip(&["192.0.2.200", "fd00:ffff::201"]));
 
         // From outside, over the node's link, in both families.
-        let from_outside = |target: &str, until: &dyn Fn(&str) -> bool| {
-            testbed::exchange(
-                || {
-                    let mut cmd = outside.command("socat");
-                    cmd.args(["-T", "1", "-", target]);
-                    cmd
-                },
-                until,
-            )
-        };
+        let from_outside = |target: &str, until: &dyn Fn(&str) -> bool| testbed::ask(&outside, None, target, until);
         let pong = |t: &str| t.contains("pong");
         for target in ["TCP4:192.0.2.200:80", "TCP6:[fd00:ffff::201]:80"] {
             let got = from_outside(target, &pong);

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::PostParams;
 use serde_json::{json, Value};
-use testbed::{Cgroup, Netns, PinDir};
+use testbed::{ask, Cgroup, Netns, PinDir};
 
 /// Where the pods answer with their name (TCP and UDP, both families).
 const NAME_PORT: u16 = 8080;
@@ -70,49 +70,6 @@ impl Drop for PeerServers {
     }
 }
 
-/// One exchange with `target` (a socat address) from `ns`, in `cgroup` if
-/// given (a pod's client on that node), retried for up to 10 s until
-/// `until` holds for what it printed.
-fn ask(ns: &Netns, cgroup: Option<&Cgroup>, target: &str, until: impl Fn(&str) -> bool) -> String {
-    testbed::exchange(
-        || {
-            let mut cmd = ns.command("socat");
-            cmd.args(["-T", "1", "-", target]);
-            if let Some(cgroup) = cgroup {
-                cgroup.adopt(&mut cmd);
-            }
-            cmd
-        },
-        until,
-    )
-}
-
-/// What one connection to `target` gets, without retrying.
-fn once(ns: &Netns, cgroup: Option<&Cgroup>, target: &str) -> String {
-    let mut cmd = ns.command("socat");
-    cmd.args(["-T", "1", "-", target]);
-    if let Some(cgroup) = cgroup {
-        cgroup.adopt(&mut cmd);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(mut stdin) = child.stdin.take() {
-        use std::io::Write;
-        // A client that exits at once (refused) closes its stdin early.
-        let _ = stdin.write_all(b"hi\n");
-    }
-    let out = child.wait_with_output().unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// The first word of each answer over up to TRIES fresh connections to
 /// `target` (the first awaited for up to 10 s), stopping once every name
 /// in `all` has answered. A connection that gets no name back is a miss;
@@ -124,7 +81,7 @@ fn answering(ns: &Netns, cgroup: Option<&Cgroup>, target: &str, all: &[&str]) ->
     for i in 0..TRIES {
         let got = match i {
             0 => ask(ns, cgroup, target, |t| all.iter().any(|n| t.contains(n))),
-            _ => once(ns, cgroup, target),
+            _ => testbed::exchange_once(testbed::socat_client(ns, cgroup, target)),
         };
         match got.split_whitespace().next().filter(|w| all.contains(w)) {
             Some(word) => {

@@ -160,18 +160,7 @@ fn client(ns: &Netns, cgroup: Option<&Cgroup>, target: &str) -> Child {
 /// Whether a one-shot client of `target` gets its line echoed (retried
 /// for up to 10 s).
 fn echoes(ns: &Netns, cgroup: Option<&Cgroup>, target: &str) -> bool {
-    let got = testbed::exchange(
-        || {
-            let mut cmd = ns.command("socat");
-            cmd.args(["-T", "1", "-", target]);
-            if let Some(cgroup) = cgroup {
-                cgroup.adopt(&mut cmd);
-            }
-            cmd
-        },
-        |t| t.trim() == "hi",
-    );
-    got.trim() == "hi"
+    testbed::ask(ns, cgroup, target, |t| t.trim() == "hi").trim() == "hi"
 }
 
 /// Echo servers (TCP and UDP) on sockets made in `ns`, served from threads

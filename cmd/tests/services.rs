@@ -17,20 +17,6 @@ use kube::api::{DeleteParams, PostParams};
 use serde_json::{json, Value};
 use testbed::{Cgroup, Netns};
 
-/// What a client in `cgroup` inside `ns` gets from `target` (a socat
-/// address), once `until` holds for it (or after 10 s).
-fn ask(ns: &Netns, cgroup: &Cgroup, target: &str, until: impl Fn(&str) -> bool) -> String {
-    testbed::exchange(
-        || {
-            let mut cmd = ns.command("socat");
-            cmd.args(["-T", "1", "-", target]);
-            cgroup.adopt(&mut cmd);
-            cmd
-        },
-        until,
-    )
-}
-
 /// A long-lived client connection (socat in a pod, in the cgroup): each
 /// line said comes back from the echo server.
 struct Conversation {
@@ -186,7 +172,7 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
                 format!("TCP4:192.0.2.10:{node_port}"),
                 format!("TCP6:[fd00:ffff::1]:{node_port}"),
             ] {
-                let got = ask(from, &cgroup, &target, pong);
+                let got = testbed::ask(from, Some(&cgroup), &target, pong);
                 assert!(pong(&got), "{target} from {}: {got}", from.name());
             }
         }
@@ -242,14 +228,7 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
             format!("TCP6:[fd00:ffff::1]:{node_port}"),
             format!("UDP4-SENDTO:192.0.2.10:{dns_port}"),
         ] {
-            let got = testbed::exchange(
-                || {
-                    let mut cmd = outside.command("socat");
-                    cmd.args(["-T", "1", "-", &target]);
-                    cmd
-                },
-                pong,
-            );
+            let got = testbed::ask(&outside, None, &target, pong);
             assert!(pong(&got), "{target} from outside: {got}");
         }
 
@@ -257,16 +236,8 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
         // when they leave it, so does load balancing from outside (the
         // NodePort is then a closed port of the node's), and it comes back
         // with them.
-        let from_outside = |until: &dyn Fn(&str) -> bool| {
-            testbed::exchange(
-                || {
-                    let mut cmd = outside.command("socat");
-                    cmd.args(["-T", "1", "-", &format!("TCP4:192.0.2.10:{node_port}")]);
-                    cmd
-                },
-                until,
-            )
-        };
+        let from_outside =
+            |until: &dyn Fn(&str) -> bool| testbed::ask(&outside, None, &format!("TCP4:192.0.2.10:{node_port}"), until);
         bed.set_node_addresses(json!([{"type": "Hostname", "address": NODE}]));
         let refused = |t: &str| t.contains("refused");
         let got = from_outside(&refused);
@@ -324,14 +295,14 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
         for c in &mut conversations {
             assert_eq!(c.say("after"), "after");
         }
-        let got = ask(&client, &cgroup, &tcp4, pong);
+        let got = testbed::ask(&client, Some(&cgroup), &tcp4, pong);
         assert!(pong(&got), "new connections after the restart: {got}");
         drop(conversations);
         let _ = echo.kill();
         let _ = echo.wait();
 
         // Hairpin: the server pod reaches itself through its own Service.
-        let got = ask(&server, &cgroup, &tcp4, pong);
+        let got = testbed::ask(&server, Some(&cgroup), &tcp4, pong);
         assert!(pong(&got), "hairpin: {got}");
 
         // internalTrafficPolicy: Local uses only this node's endpoints, and
@@ -349,14 +320,14 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
         });
         let local_tcp = format!("TCP4:{local_ip}:80");
         let refused = |t: &str| t.contains("refused");
-        let got = ask(&client, &cgroup, &local_tcp, refused);
+        let got = testbed::ask(&client, Some(&cgroup), &local_tcp, refused);
         assert!(refused(&got), "no endpoint on this node: {got}");
         bed.rt.block_on(async {
             let mut s = slices.get("local-v4").await.unwrap();
             s.endpoints = slice("local", "local-v4", "IPv4", &["10.130.0.2"]).endpoints;
             slices.replace("local-v4", &PostParams::default(), &s).await.unwrap();
         });
-        let got = ask(&client, &cgroup, &local_tcp, pong);
+        let got = testbed::ask(&client, Some(&cgroup), &local_tcp, pong);
         assert!(pong(&got), "an endpoint on this node: {got}");
 
         // externalTrafficPolicy: Local: the healthCheckNodePort says whether
@@ -412,7 +383,7 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
             }
         });
         for target in [&tcp4, &tcp6] {
-            let got = ask(&client, &cgroup, target, refused);
+            let got = testbed::ask(&client, Some(&cgroup), target, refused);
             assert!(refused(&got), "{target}: {got}");
         }
         // Counted against the Service.
@@ -429,7 +400,7 @@ fn pods_and_the_node_reach_a_dual_stack_service() {
             .block_on(services.delete("web", &DeleteParams::default()))
             .unwrap();
         let untranslated = |t: &str| !t.contains("refused");
-        let got = ask(&client, &cgroup, &tcp4, untranslated);
+        let got = testbed::ask(&client, Some(&cgroup), &tcp4, untranslated);
         assert!(untranslated(&got), "{got}");
 
         for s in &mut servers {
@@ -515,7 +486,7 @@ fn a_service_that_did_not_fit_is_applied_once_there_is_room() {
         bed.rt
             .block_on(services.delete("big", &DeleteParams::default()))
             .unwrap();
-        let got = ask(&node, &cgroup, &small, pong);
+        let got = testbed::ask(&node, Some(&cgroup), &small, pong);
         assert!(pong(&got), "{got}");
         bed.rt.block_on(agent.shutdown());
     });

@@ -299,16 +299,6 @@ fn tcp_between_pods_follows_policy_and_changes_cut_kept_connections() {
     assert!(bed.pins.path().exists());
 }
 
-/// The filters `tc` lists on `device`'s `direction` in `ns`, one line each.
-fn tc_filters(ns: &Netns, device: &str, direction: &str) -> Vec<String> {
-    let out = ns.exec(&["tc", "filter", "show", "dev", device, direction]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(" handle "))
-        .map(str::to_string)
-        .collect()
-}
-
 /// On kernels without TCX the programs go on as netlink (cls_bpf)
 /// filters (forced here): a clsact qdisc is added for them, they enforce,
 /// a restarted agent replaces them in place, and detach removes them.
@@ -327,9 +317,9 @@ fn netlink_filters_enforce_without_tcx() {
     bed.attach();
     let dp = &bed.dp;
     assert_eq!(bed.node.run(|| dp.attached()), ["hcli", "hsrv"]);
-    let egress = tc_filters(&bed.node, "hsrv", "egress");
+    let egress = testbed::tc_filters(&bed.node, "hsrv", "egress");
     assert!(egress.len() == 1 && egress[0].contains("to_pod"), "{egress:?}");
-    assert_eq!(tc_filters(&bed.node, "hsrv", "ingress").len(), 1);
+    assert_eq!(testbed::tc_filters(&bed.node, "hsrv", "ingress").len(), 1);
     expect(&bed.client, SERVER, 80, false);
 
     bed.cluster.set_policy(
@@ -348,7 +338,7 @@ fn netlink_filters_enforce_without_tcx() {
     let applied = bed.apply();
     assert_eq!((applied.written, applied.removed), (0, 0));
     bed.attach();
-    let again = tc_filters(&bed.node, "hsrv", "egress");
+    let again = testbed::tc_filters(&bed.node, "hsrv", "egress");
     assert_eq!(again.len(), 1, "{again:?}");
     assert_ne!(again, egress, "the program was replaced");
     expect(&bed.client, SERVER, 80, true);
@@ -359,8 +349,8 @@ fn netlink_filters_enforce_without_tcx() {
     bed.node.run(|| dp.detach("hsrv").unwrap());
     let dp = &bed.dp;
     assert_eq!(bed.node.run(|| dp.attached()), ["hcli"]);
-    assert!(tc_filters(&bed.node, "hsrv", "egress").is_empty());
-    assert!(tc_filters(&bed.node, "hsrv", "ingress").is_empty());
+    assert!(testbed::tc_filters(&bed.node, "hsrv", "egress").is_empty());
+    assert!(testbed::tc_filters(&bed.node, "hsrv", "ingress").is_empty());
     expect_soon(&bed.client, SERVER, 81);
 
     // A marker whose veth is gone is pruned.

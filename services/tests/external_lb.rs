@@ -88,16 +88,7 @@ fn outside_clients_reach_node_ports() {
         .unwrap();
     dp.apply(&external("192.0.2.1", 30099, Protocol::Tcp, &[])).unwrap();
 
-    let ask = |target: &str, done: &dyn Fn(&str) -> bool| {
-        testbed::exchange(
-            || {
-                let mut cmd = outside.command("socat");
-                cmd.args(["-T", "1", "-", target]);
-                cmd
-            },
-            done,
-        )
-    };
+    let ask = |target: &str, done: &dyn Fn(&str) -> bool| testbed::ask(&outside, None, target, done);
     // The backend names the address it saw: the client's own.
     let peer = |t: &str| -> Option<IpAddr> { t.trim().strip_prefix("from ")?.trim_matches(['[', ']']).parse().ok() };
     let got = ask("TCP4:192.0.2.1:30080", &|t| t.contains("from"));
@@ -155,17 +146,6 @@ fn an_interface_that_is_not_there_is_named() {
     );
 }
 
-/// The filters `tc` lists on `device`'s `direction` (ingress, egress) in
-/// `ns`: one line per filter with its program.
-fn tc_filters(ns: &Netns, device: &str, direction: &str) -> Vec<String> {
-    let out = ns.exec(&["tc", "filter", "show", "dev", device, direction]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(" handle "))
-        .map(str::to_string)
-        .collect()
-}
-
 /// On kernels without TCX the programs go on as netlink (cls_bpf)
 /// filters: forced here. They handle traffic, stay when the agent goes,
 /// are replaced in place by the next one, and go with the device.
@@ -205,47 +185,38 @@ fn netlink_filters_stand_in_for_tcx() {
     let mut dp = node.run(|| Datapath::load_with_tc(&options, netlink)).unwrap();
     assert_eq!(dp.tc_mode(), bpfkit::tc::TcMode::Netlink);
     assert_eq!(dp.devices(), vec!["nlx0".to_string()]);
-    let ingress = tc_filters(&node, "nlx0", "ingress");
+    let ingress = testbed::tc_filters(&node, "nlx0", "ingress");
     assert!(
         ingress.len() == 1 && ingress[0].contains("netlet_external_in"),
         "{ingress:?}"
     );
-    assert_eq!(tc_filters(&node, "nlx0", "egress").len(), 1);
+    assert_eq!(testbed::tc_filters(&node, "nlx0", "egress").len(), 1);
     dp.apply(&external("192.0.2.1", 30080, Protocol::Tcp, &[("10.250.0.2", 8080)]))
         .unwrap();
-    let ask = |target: &str, done: &dyn Fn(&str) -> bool| {
-        testbed::exchange(
-            || {
-                let mut cmd = outside.command("socat");
-                cmd.args(["-T", "1", "-", target]);
-                cmd
-            },
-            done,
-        )
-    };
+    let ask = |target: &str, done: &dyn Fn(&str) -> bool| testbed::ask(&outside, None, target, done);
     let got = ask("TCP4:192.0.2.1:30080", &|t| t.contains("from"));
     assert!(got.contains("from 192.0.2.100"), "{got}");
 
     // The agent goes: the filters stay, and still translate.
     drop(dp);
-    assert_eq!(tc_filters(&node, "nlx0", "ingress"), ingress);
+    assert_eq!(testbed::tc_filters(&node, "nlx0", "ingress"), ingress);
     let got = ask("TCP4:192.0.2.1:30080", &|t| t.contains("from"));
     assert!(got.contains("from 192.0.2.100"), "with no agent: {got}");
 
     // The next one replaces them in place: one filter each, its program.
     let mut dp = node.run(|| Datapath::load_with_tc(&options, netlink)).unwrap();
-    let again = tc_filters(&node, "nlx0", "ingress");
+    let again = testbed::tc_filters(&node, "nlx0", "ingress");
     assert_eq!(again.len(), 1, "{again:?}");
     assert_ne!(again, ingress, "the program was replaced");
-    assert_eq!(tc_filters(&node, "nlx0", "egress").len(), 1);
+    assert_eq!(testbed::tc_filters(&node, "nlx0", "egress").len(), 1);
     let got = ask("TCP4:192.0.2.1:30080", &|t| t.contains("from"));
     assert!(got.contains("from 192.0.2.100"), "replaced: {got}");
 
     // Taken off the interface, the filters go.
     node.run(|| dp.set_devices(&[])).unwrap();
     assert_eq!(dp.devices(), Vec::<String>::new());
-    assert!(tc_filters(&node, "nlx0", "ingress").is_empty());
-    assert!(tc_filters(&node, "nlx0", "egress").is_empty());
+    assert!(testbed::tc_filters(&node, "nlx0", "ingress").is_empty());
+    assert!(testbed::tc_filters(&node, "nlx0", "egress").is_empty());
     let got = ask("TCP4:192.0.2.1:30080", &|t| t.contains("refused") || t.contains("from"));
     assert!(got.contains("Connection refused"), "detached: {got}");
 

@@ -63,18 +63,10 @@ impl Bed {
     /// What a client in the cgroup gets from `target` (a socat address):
     /// its output and errors, once it answered or failed for good.
     fn ask(&self, target: &str) -> String {
-        testbed::exchange(
-            || {
-                let mut cmd = self.ns.command("socat");
-                cmd.args(["-T", "1", "-", target]);
-                self.cgroup.adopt(&mut cmd);
-                cmd
-            },
-            |text| {
-                let answered = text.lines().any(|l| !l.contains(" socat["));
-                answered || text.contains("refused") || text.contains("unreachable")
-            },
-        )
+        testbed::ask(&self.ns, Some(&self.cgroup), target, |text| {
+            let answered = text.lines().any(|l| !l.contains(" socat["));
+            answered || text.contains("refused") || text.contains("unreachable")
+        })
     }
 }
 

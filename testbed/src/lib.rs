@@ -15,15 +15,17 @@ mod nsfs;
 mod pins;
 mod privileges;
 mod reach;
+mod tc;
 mod underlay;
 mod veth;
 
 pub use cgroup::{cgroup2_root, Cgroup};
 pub use error::Error;
-pub use exchange::exchange;
+pub use exchange::{ask, exchange, exchange_once, socat_client};
 pub use netns::{run_in, Netns};
 pub use pins::PinDir;
 pub use privileges::{privileged, require_privileges};
 pub use reach::{probe, probe_all, serve, Probe, Proto, Servers};
+pub use tc::tc_filters;
 pub use underlay::{Underlay, UnderlayNode, BRIDGE_V4, BRIDGE_V6};
 pub use veth::{veth, VethPair};
