@@ -128,20 +128,31 @@ fn ep(a: &str, p: u16) -> (IpAddr, u16) {
     (a.parse().unwrap(), p)
 }
 
+/// A datapath on a cgroup and pin directory of its own (another node, as
+/// far as the maps go), with no external interface: packets are run
+/// through its TC programs by hand.
+fn node(name: &str) -> (Datapath, testbed::Cgroup, testbed::PinDir) {
+    let cgroup = testbed::Cgroup::new(name).unwrap();
+    let pins = testbed::PinDir::new(name);
+    let dp = Datapath::load(&options(&cgroup, &pins)).unwrap();
+    (dp, cgroup, pins)
+}
+
+fn options(cgroup: &testbed::Cgroup, pins: &testbed::PinDir) -> DatapathOptions {
+    DatapathOptions {
+        pin_dir: pins.path().to_path_buf(),
+        cgroup: cgroup.path().to_path_buf(),
+        map_entries: 1024,
+        devices: Vec::new(),
+    }
+}
+
 #[test]
 fn tc_programs_on_crafted_packets() {
     if !testbed::require_privileges("tc_programs_on_crafted_packets") {
         return;
     }
-    let cgroup = testbed::Cgroup::new("tcp").unwrap();
-    let pins = testbed::PinDir::new("tcp");
-    let options = DatapathOptions {
-        pin_dir: pins.path().to_path_buf(),
-        cgroup: cgroup.path().to_path_buf(),
-        map_entries: 1024,
-        devices: Vec::new(),
-    };
-    let mut dp = Datapath::load(&options).unwrap();
+    let (mut dp, cgroup, pins) = node("tcp");
     dp.apply(&external("192.0.2.1", 30080, Protocol::Tcp, &[("10.250.0.2", 8080)]))
         .unwrap();
     dp.apply(&external("2001:db8::1", 30080, Protocol::Udp, &[("fd00:250::2", 5353)]))
@@ -281,7 +292,7 @@ fn tc_programs_on_crafted_packets() {
     );
     // A restarted agent reads the ranges back with the rest.
     drop(dp);
-    let mut dp = Datapath::load(&options).unwrap();
+    let mut dp = Datapath::load(&options(&cgroup, &pins)).unwrap();
     assert!(!dp.apply(&guarded).unwrap(), "the ranges in place are recognised");
     guarded.source_ranges.clear();
     dp.apply(&guarded).unwrap();
@@ -352,20 +363,6 @@ fn tc_programs_on_crafted_packets() {
         dp.run_external(false, &unrelated).unwrap(),
         (TC_ACT_OK, unrelated.clone())
     );
-}
-
-/// A node loaded the way the test above loads one, on a cgroup and pin
-/// directory of its own: another node, as far as the maps go.
-fn node(name: &str) -> (Datapath, testbed::Cgroup, testbed::PinDir) {
-    let cgroup = testbed::Cgroup::new(name).unwrap();
-    let pins = testbed::PinDir::new(name);
-    let options = DatapathOptions {
-        pin_dir: pins.path().to_path_buf(),
-        cgroup: cgroup.path().to_path_buf(),
-        map_entries: 1024,
-        devices: Vec::new(),
-    };
-    (Datapath::load(&options).unwrap(), cgroup, pins)
 }
 
 /// The backend each of `flows` (client ports) is sent to by `dp` for the
@@ -463,13 +460,7 @@ fn every_node_sends_a_flow_to_the_same_backend() {
     assert_eq!(a.maglev_tables_in_map().unwrap(), 2, "the same backends share a table");
     // A restarted agent takes the tables over without writing them again.
     drop(a);
-    let mut again = Datapath::load(&DatapathOptions {
-        pin_dir: pins_a.path().to_path_buf(),
-        cgroup: cgroup_a.path().to_path_buf(),
-        map_entries: 1024,
-        devices: Vec::new(),
-    })
-    .unwrap();
+    let mut again = Datapath::load(&options(&cgroup_a, &pins_a)).unwrap();
     assert!(!again.apply(&second).unwrap(), "nothing to write after a restart");
     for frontend in [
         second.frontend,

@@ -603,22 +603,13 @@ impl Cluster {
         let n = &self.nodes[i];
         let node: Node =
             serde_json::from_value(json!({"metadata": {"name": n.name}, "spec": {"podCIDRs": n.pod_cidrs}})).unwrap();
-        let addresses = json!({"status": {"addresses": [
-            {"type": "InternalIP", "address": n.v4}, {"type": "InternalIP", "address": n.v6},
-        ]}});
-        let name = n.name.clone();
         self.api(|client| async move {
-            let nodes = kube::Api::<Node>::all(client);
-            nodes.create(&Default::default(), &node).await.unwrap();
-            nodes
-                .patch_status(
-                    &name,
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(&addresses),
-                )
+            kube::Api::<Node>::all(client)
+                .create(&Default::default(), &node)
                 .await
                 .unwrap();
         });
+        self.set_internal_ips(i, &n.v4, &n.v6);
     }
 
     /// Sets node `i`'s InternalIPs in the API (not on its interface).
